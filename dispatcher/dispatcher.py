@@ -1,0 +1,202 @@
+"""The producer API: `Dispatcher.submit(text)` returns a handle to wait on and inspect."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
+
+from messages import AgentMessage, ChorusError, TaskRequest
+from workers.app import ChorusApp, create_app
+from workers.registry import PRIORITY_LEVELS, ROUTER_TARGETS, get_agent
+from workers.state import StepRecord, TaskState
+from workers.tasks import agent_signature
+
+PATTERNS = ("route",)
+
+
+class NoWorkerError(ChorusError):
+    """No worker consumes a queue the request needs; the message says how to start one."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        agents = " ".join(q.removeprefix("agent.") for q in missing)
+        super().__init__(
+            f"no worker is consuming {', '.join(missing)}. Start one with "
+            f"`chorus worker {agents}` (or `celery -A workers.app worker -Q {','.join(missing)}`), "
+            "or run with --embedded to start Redis, workers and the simulator for this run."
+        )
+
+
+class BrokerUnavailableError(ChorusError):
+    def __init__(self, url: str, cause: Exception) -> None:
+        super().__init__(
+            f"cannot reach Redis at {_redact(url)} ({type(cause).__name__}). Start redis-server, "
+            "set CHORUS_REDIS_URL, or run with --embedded."
+        )
+
+
+class TaskTimeoutError(ChorusError):
+    def __init__(self, task_id: str, timeout: float, status: str) -> None:
+        super().__init__(
+            f"task {task_id} did not finish within {timeout:g}s (status: {status}); "
+            f"check it later with `chorus status {task_id}`"
+        )
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """A finished task: its final message plus the totals the blackboard kept."""
+
+    task_id: str
+    pattern: str
+    status: str
+    message: AgentMessage
+    cost_micro_usd: int
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.message.payload
+
+
+class TaskHandle:
+    def __init__(self, dispatcher: Dispatcher, task_id: str) -> None:
+        self._dispatcher = dispatcher
+        self.task_id = task_id
+
+    def __repr__(self) -> str:
+        return f"TaskHandle(task_id={self.task_id!r})"
+
+    def status(self) -> dict[str, Any]:
+        """Status, timestamps and running totals; empty when the task is unknown or expired."""
+        info: dict[str, Any] = dict(self._dispatcher.state.task_info(self.task_id))
+        info.pop("root_message", None)
+        return info
+
+    def wait(self, timeout: float = 120.0) -> TaskOutcome:
+        """Block until the task's final message arrives; raises TaskTimeoutError, never hangs."""
+        result = AsyncResult(self.task_id, app=self._dispatcher.app)
+        try:
+            raw = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+        except CeleryTimeout:
+            raise TaskTimeoutError(
+                self.task_id, timeout, self.status().get("status", "unknown")
+            ) from None
+        if not isinstance(raw, dict):
+            raise ChorusError(f"task {self.task_id} ended without a message: {raw!r}")
+        message = AgentMessage.from_dict(raw)
+        info = self._dispatcher.state.task_info(self.task_id)
+        return TaskOutcome(
+            task_id=self.task_id,
+            pattern=info.get("pattern", "unknown"),
+            status=info.get("status") or ("done" if message.message_type == "result" else "failed"),
+            message=message,
+            cost_micro_usd=int(info.get("cost_micro_usd", 0)),
+            input_tokens=int(info.get("input_tokens", 0)),
+            output_tokens=int(info.get("output_tokens", 0)),
+        )
+
+    def trace(self) -> list[StepRecord]:
+        """Every step the task took, in completion order."""
+        return self._dispatcher.state.steps(self.task_id)
+
+    def messages(self) -> list[AgentMessage]:
+        """Root message and every step's output, in lineage order (parent before child)."""
+        info = self._dispatcher.state.task_info(self.task_id)
+        found = [AgentMessage.from_dict(step.message) for step in self.trace()]
+        if "root_message" in info:
+            found.insert(0, AgentMessage.from_dict(json.loads(info["root_message"])))
+        return lineage_order(found)
+
+
+def lineage_order(messages: list[AgentMessage]) -> list[AgentMessage]:
+    """Depth-first from the roots by parent_message_id; siblings by timestamp."""
+    ids = {m.message_id for m in messages}
+    children: dict[str | None, list[AgentMessage]] = {}
+    for message in messages:
+        parent = message.parent_message_id if message.parent_message_id in ids else None
+        children.setdefault(parent, []).append(message)
+    ordered: list[AgentMessage] = []
+    stack = sorted(children.get(None, []), key=lambda m: m.timestamp, reverse=True)
+    while stack:
+        message = stack.pop()
+        ordered.append(message)
+        kids = children.get(message.message_id, [])
+        stack.extend(sorted(kids, key=lambda m: m.timestamp, reverse=True))
+    return ordered
+
+
+class Dispatcher:
+    """Submits requests as Celery workflows over the per-agent queues."""
+
+    def __init__(self, app: ChorusApp | None = None) -> None:
+        self.app = app or create_app()
+        self.state: TaskState = self.app.runtime().state
+
+    def submit(
+        self,
+        text: str,
+        *,
+        pattern: str = "route",
+        priority: str = "normal",
+        check_workers: bool = False,
+    ) -> TaskHandle:
+        if pattern not in PATTERNS:
+            raise ChorusError(f"unknown pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
+        if priority not in PRIORITY_LEVELS:
+            raise ChorusError(f"priority must be one of {', '.join(PRIORITY_LEVELS)}")
+        request = TaskRequest(text=text)
+        if check_workers:
+            self.require_workers(agents_for(pattern))
+        root = AgentMessage.root(recipient="router", payload=request.model_dump())
+        self.state.submit(root.task_id, pattern=pattern, root_message=root.to_dict())
+        signature = agent_signature(self.app, root, priority=PRIORITY_LEVELS[priority])
+        signature.apply_async(task_id=root.task_id)
+        return TaskHandle(self, root.task_id)
+
+    def handle(self, task_id: str) -> TaskHandle:
+        return TaskHandle(self, task_id)
+
+    def ping_broker(self) -> None:
+        url = self.app.settings.redis_url
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+        except redis.RedisError as exc:
+            raise BrokerUnavailableError(url, exc) from None
+
+    def consumed_queues(self, timeout: float = 1.0) -> set[str]:
+        replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        return {queue["name"] for queues in replies.values() for queue in queues}
+
+    def require_workers(self, agents: list[str], timeout: float = 1.0) -> None:
+        self.ping_broker()
+        needed = [get_agent(name).queue for name in agents]
+        consumed = self.consumed_queues(timeout)
+        missing = [queue for queue in needed if queue not in consumed]
+        if missing:
+            raise NoWorkerError(missing)
+
+
+def agents_for(pattern: str) -> list[str]:
+    """Agents whose queues a pattern may need (the router may pick any of its targets)."""
+    return ["router", *ROUTER_TARGETS]
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a redis:// URL before it reaches a terminal or a log."""
+    if "@" not in url or "//" not in url:
+        return url
+    scheme, rest = url.split("//", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}//{user + ':***' if ':' in credentials else '***'}@{host}"

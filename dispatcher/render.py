@@ -1,0 +1,86 @@
+"""Turning outcomes and traces into terminal text and JSON documents."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from dispatcher.dispatcher import TaskHandle, TaskOutcome
+from workers.state import StepRecord
+
+
+def usd(micro: int) -> float:
+    return micro / 1_000_000
+
+
+def outcome_document(outcome: TaskOutcome, handle: TaskHandle) -> dict[str, Any]:
+    """The `chorus run --json` document."""
+    doc: dict[str, Any] = {
+        "task_id": outcome.task_id,
+        "pattern": outcome.pattern,
+        "status": outcome.status,
+        "result": outcome.result if outcome.ok else None,
+        "error": None if outcome.ok else outcome.result,
+        "cost_usd": usd(outcome.cost_micro_usd),
+        "cost_micro_usd": outcome.cost_micro_usd,
+        "input_tokens": outcome.input_tokens,
+        "output_tokens": outcome.output_tokens,
+        "messages": [m.to_dict() for m in handle.messages()],
+        "steps": [step_summary(s) for s in handle.trace()],
+    }
+    return doc
+
+
+def step_summary(step: StepRecord) -> dict[str, Any]:
+    return {
+        "agent": step.agent,
+        "status": step.status,
+        "queue": step.queue,
+        "worker": step.worker,
+        "model": step.model,
+        "attempts": step.attempts,
+        "latency_ms": step.latency_ms,
+        "input_tokens": step.usage.get("input_tokens", 0),
+        "output_tokens": step.usage.get("output_tokens", 0),
+        "cost_usd": usd(step.cost_micro_usd),
+        "output_message_id": step.message.get("message_id"),
+    }
+
+
+def describe_steps(steps: list[StepRecord]) -> list[str]:
+    """Human lines: who handled each step, where, and what came out."""
+    lines: list[str] = []
+    for step in steps:
+        where = f"queue {step.queue}  worker {step.worker}  model {step.model}"
+        tokens = (
+            f"{step.usage.get('input_tokens', 0)} in / {step.usage.get('output_tokens', 0)} out"
+        )
+        lines.append(f"  {step.agent:<11} {where}  ({tokens}, {step.latency_ms:.0f} ms)")
+        payload = step.message.get("payload", {})
+        kind = step.message.get("message_type")
+        if kind == "task":
+            route = payload.get("context", {}).get("route", {})
+            lines.append(
+                f"    -> delegated to {route.get('agent')} (priority {route.get('priority')}): "
+                f"{route.get('reasoning')}"
+            )
+        elif kind == "error":
+            lines.append(f"    !! {payload.get('code')}: {payload.get('message')}")
+        else:
+            lines.extend(_payload_lines(payload))
+    return lines
+
+
+def _payload_lines(payload: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for key, value in payload.items():
+        if isinstance(value, list):
+            lines.append(f"    {key}:")
+            lines.extend(_wrap(f"- {item}", "      ") for item in value)
+        else:
+            lines.append(_wrap(f"{key}: {value}", "    "))
+    return lines
+
+
+def _wrap(text: str, indent: str) -> str:
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent + "  ")

@@ -1,0 +1,44 @@
+"""One error root, stable error codes, and the errors a user of the envelope can meet."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable codes that end a task; users match on these, so never rename one."""
+
+    INVALID_MESSAGE = "invalid_message"
+    WRONG_RECIPIENT = "wrong_recipient"
+    UNKNOWN_AGENT = "unknown_agent"
+    INVALID_OUTPUT = "invalid_output"
+    DEPTH_EXCEEDED = "depth_exceeded"
+    MODEL_ERROR = "model_error"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ChorusError(Exception):
+    """Root of every error Chorus raises on purpose."""
+
+
+class InvalidMessageError(ChorusError, ValueError):
+    """An AgentMessage (or its JSON) does not satisfy the envelope's rules.
+
+    `field` names the first offending field (dotted for nested ones), `reason` says what is wrong,
+    so the error can be reported to whoever produced the message without a traceback.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid AgentMessage: field {field!r}: {reason}")
+
+
+class TaskFailedError(ChorusError):
+    """A task ended with an error result; raised by producers that asked for the final answer."""
+
+    def __init__(self, task_id: str, code: str, message: str) -> None:
+        self.task_id = task_id
+        self.code = code
+        self.message = message
+        super().__init__(f"task {task_id} failed ({code}): {message}")

@@ -1,0 +1,88 @@
+"""The Celery app: one queue per agent, JSON only, late acks, prefetch 1, threads pool.
+
+`celery -A workers.app worker -Q agent.research` works as well as `chorus worker research`.
+Settings are read when the app is first configured, not at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from workers.registry import AGENTS, PRIORITY_LEVELS
+from workers.runtime import Runtime
+from workers.settings import Settings
+from workers.tasks import register_agent_tasks
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # JSON only: pickle would let whoever can write to Redis run code on the workers.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        # At-least-once: a message is acknowledged after the agent finished, and a worker that
+        # dies mid-call gives its messages back. Side effects are keyed by message_id.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_pool": "threads",
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "visibility_timeout": settings.visibility_timeout,
+        "broker_connection_retry_on_startup": True,
+        "task_queues": [
+            Queue(spec.queue, routing_key=spec.queue)  # type: ignore[no-untyped-call]
+            for spec in AGENTS.values()
+        ],
+        "task_routes": {spec.task_name: {"queue": spec.queue} for spec in AGENTS.values()},
+        "task_default_queue": AGENTS["router"].queue,
+        "task_default_priority": PRIORITY_LEVELS["normal"],
+        "task_create_missing_queues": False,
+        "result_expires": settings.state_ttl,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+    }
+
+
+class ChorusApp(Celery):  # type: ignore[misc]
+    """A Celery app that also owns the process's Chorus runtime (Redis, Claude client)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__("chorus")
+        self._chorus_settings = settings
+        self._runtime: Runtime | None = None
+        self._runtime_lock = threading.Lock()
+        self.add_defaults(lambda: celery_config(self.settings))
+        register_agent_tasks(self)
+
+    @property
+    def settings(self) -> Settings:
+        if self._chorus_settings is None:
+            self._chorus_settings = Settings.from_env()
+        return self._chorus_settings
+
+    def runtime(self) -> Runtime:
+        """This process's runtime, created on first use (so after a prefork worker forks)."""
+        with self._runtime_lock:
+            if self._runtime is None:
+                self._runtime = Runtime(self.settings)
+            return self._runtime
+
+
+def create_app(settings: Settings | None = None) -> ChorusApp:
+    return ChorusApp(settings)
+
+
+app = create_app()

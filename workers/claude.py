@@ -1,0 +1,207 @@
+"""The one place that talks to Claude, through the official anthropic SDK.
+
+The same code serves the real API and the local simulator: only `base_url` differs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+from pydantic import BaseModel, ValidationError
+
+from workers.models import Usage
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One model call: what came back, verbatim, and what it cost in tokens."""
+
+    model: str
+    """The model id that was requested (and is priced), not the dated id the API echoes."""
+    raw_text: str
+    """The tool input (as JSON) or the text the model produced, kept for debugging."""
+    data: object | None
+    """Parsed JSON, or None when the output was not JSON."""
+    stop_reason: str | None
+    usage: Usage
+    latency_ms: float
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    """The outcome of asking for a schema-conforming answer (with at most one stricter retry)."""
+
+    output: BaseModel | None
+    """Validated output, or None when both attempts failed validation."""
+    replies: tuple[Reply, ...]
+    error: str | None
+    """Why validation failed last, quoting the validator; None on success."""
+    error_fields: tuple[str, ...] = ()
+
+
+class ModelCallError(Exception):
+    """The API call itself failed (after the SDK's retries); `status` is None for network errors."""
+
+    def __init__(self, message: str, *, status: int | None, retries: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retries = retries
+
+
+class ClaudeClient:
+    """Wraps one anthropic.Anthropic client; create one per worker process, after fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._sdk = anthropic.Anthropic(
+            api_key=settings.anthropic_api_key,
+            base_url=settings.anthropic_base_url,
+            timeout=settings.call_timeout,
+            max_retries=settings.sdk_max_retries,
+        )
+
+    def close(self) -> None:
+        self._sdk.close()
+
+    def structured(
+        self,
+        *,
+        model: str,
+        system: str,
+        user_text: str,
+        tool_name: str,
+        output_model: type[BaseModel],
+        max_tokens: int,
+    ) -> StructuredResult:
+        """Force a tool whose input schema is `output_model`; retry once, stricter, on a miss."""
+        schema = output_model.model_json_schema()
+        replies: list[Reply] = []
+        prompt = user_text
+        error = ""
+        fields: tuple[str, ...] = ()
+        for _attempt in range(2):
+            reply = self._call(model, system, prompt, tool_name, schema, max_tokens)
+            replies.append(reply)
+            try:
+                output = _validate(reply, output_model)
+            except _Invalid as exc:
+                error, fields = str(exc), exc.fields
+                prompt = _stricter(user_text, error, tool_name)
+                continue
+            return StructuredResult(output=output, replies=tuple(replies), error=None)
+        return StructuredResult(
+            output=None, replies=tuple(replies), error=error, error_fields=fields
+        )
+
+    def _call(
+        self,
+        model: str,
+        system: str,
+        prompt: str,
+        tool_name: str,
+        schema: dict[str, Any],
+        max_tokens: int,
+    ) -> Reply:
+        started = time.perf_counter()
+        try:
+            raw = self._sdk.messages.with_raw_response.create(
+                model=model,
+                max_tokens=max_tokens,
+                system=system,
+                messages=[{"role": "user", "content": prompt}],
+                tools=[
+                    {
+                        "name": tool_name,
+                        "description": "Return your answer by calling this tool exactly once.",
+                        "input_schema": schema,
+                    }
+                ],
+                tool_choice={"type": "tool", "name": tool_name},
+            )
+        except anthropic.APIStatusError as exc:
+            raise ModelCallError(
+                f"{type(exc).__name__} (HTTP {exc.status_code}): {_error_text(exc)}",
+                status=exc.status_code,
+                retries=0,
+            ) from None
+        except anthropic.APIConnectionError as exc:
+            raise ModelCallError(f"{type(exc).__name__}: {exc}", status=None, retries=0) from None
+        message = raw.parse()
+        latency_ms = (time.perf_counter() - started) * 1000
+        raw_text, data = _extract(message, tool_name)
+        usage = message.usage
+        return Reply(
+            model=model,
+            raw_text=raw_text,
+            data=data,
+            stop_reason=message.stop_reason,
+            usage=Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+            ),
+            latency_ms=latency_ms,
+            request_id=raw.headers.get("request-id"),
+        )
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def _extract(message: anthropic.types.Message, tool_name: str) -> tuple[str, object | None]:
+    """Prefer the forced tool's input; fall back to JSON found in text blocks."""
+    texts: list[str] = []
+    for block in message.content:
+        if block.type == "tool_use" and block.name == tool_name:
+            return json.dumps(block.input), block.input
+        if block.type == "text":
+            texts.append(block.text)
+    text = "".join(texts)
+    try:
+        return text, json.loads(text)
+    except ValueError:
+        return text, None
+
+
+def _validate(reply: Reply, output_model: type[BaseModel]) -> BaseModel:
+    if reply.stop_reason == "max_tokens":
+        raise _Invalid("the output was cut off at max_tokens before it was complete")
+    if reply.data is None:
+        raise _Invalid("the output was not JSON")
+    try:
+        return output_model.model_validate(reply.data)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False)
+        fields = tuple(".".join(str(p) for p in err["loc"]) for err in problems)
+        detail = "; ".join(
+            f"{field or '<root>'}: {err['msg']}"
+            for field, err in zip(fields, problems, strict=True)
+        )
+        raise _Invalid(f"the output did not match the schema: {detail}", fields) from None
+
+
+def _stricter(user_text: str, error: str, tool_name: str) -> str:
+    return (
+        f"{user_text}\n\nYour previous answer was rejected: {error}. "
+        f"Call the tool {tool_name} exactly once with input that satisfies its JSON schema. "
+        "No prose, no extra fields."
+    )
+
+
+def _error_text(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error")
+        text = inner.get("message") if isinstance(inner, dict) else None
+        if isinstance(text, str):
+            return text
+    return str(exc.message)

@@ -1,0 +1,45 @@
+"""Per-process resources of a worker or producer: settings, Redis, task state, Claude client.
+
+Created lazily after fork and shared by every thread of the process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+
+import redis
+
+from workers.claude import ClaudeClient
+from workers.models import DEFAULT_PRICES, Price
+from workers.settings import Settings, SettingsError
+from workers.state import TaskState
+
+
+class Runtime:
+    def __init__(self, settings: Settings, prices: dict[str, Price] | None = None) -> None:
+        self.settings = settings
+        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        missing = sorted({m for m in settings.tiers.values() if m not in self.prices})
+        if missing:
+            raise SettingsError(f"no price configured for model(s) {', '.join(missing)}")
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+
+    @cached_property
+    def state(self) -> TaskState:
+        return TaskState(self.redis, self.settings.state_ttl)
+
+    @property
+    def claude(self) -> ClaudeClient:
+        # cached_property is not thread-safe on first access; the client must be created once.
+        with self._lock:
+            client = self.__dict__.get("_claude")
+            if client is None:
+                client = self.__dict__["_claude"] = ClaudeClient(self.settings)
+            return client

@@ -1,0 +1,83 @@
+"""One settings object, read once from the environment (prefix CHORUS_) and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from workers.models import DEFAULT_TIERS, Tier
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    """Broker, result backend and shared state (blackboard, trace, guards) all live here."""
+    anthropic_base_url: str | None = None
+    """None talks to the real API; the simulator's URL keeps everything offline."""
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    """Never logged or printed: excluded from repr on purpose."""
+    tiers: Mapping[Tier, str] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    """Model id per tier; agents name a tier, never a model."""
+    max_depth: int = 5
+    """Delegation hops allowed below a task's root message."""
+    call_timeout: float = 60.0
+    """Seconds for one model call; the threads pool has no task time limits, so this is the cap."""
+    sdk_max_retries: int = 2
+    """Retries inside the anthropic SDK (429/5xx/connection errors)."""
+    state_ttl: int = 3600
+    """Seconds task state (status, blackboard, trace, results) lives after its last write."""
+    worker_concurrency: int = 64
+    """Threads per worker process: model calls are I/O bound, so many fit in one process."""
+    visibility_timeout: int = 600
+    """Seconds before Redis redelivers an unacknowledged message; must exceed the longest call."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        base = cls()
+        tiers = dict(base.tiers)
+        for tier in tiers:
+            tiers[tier] = env.get(f"CHORUS_MODEL_{tier.upper()}", tiers[tier])
+        return replace(
+            base,
+            redis_url=env.get("CHORUS_REDIS_URL", base.redis_url),
+            anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
+            anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
+            tiers=tiers,
+            max_depth=_int(env, "CHORUS_MAX_DEPTH", base.max_depth),
+            call_timeout=_float(env, "CHORUS_CALL_TIMEOUT", base.call_timeout),
+            sdk_max_retries=_int(env, "CHORUS_SDK_MAX_RETRIES", base.sdk_max_retries),
+            state_ttl=_int(env, "CHORUS_STATE_TTL", base.state_ttl),
+            worker_concurrency=_int(env, "CHORUS_WORKER_CONCURRENCY", base.worker_concurrency),
+            visibility_timeout=_int(env, "CHORUS_VISIBILITY_TIMEOUT", base.visibility_timeout),
+        )
+
+    def model_for(self, tier: Tier) -> str:
+        return self.tiers[tier]
+
+
+class SettingsError(ValueError):
+    """A CHORUS_ variable has a value that cannot be used; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None

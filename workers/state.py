@@ -1,0 +1,178 @@
+"""Task state in Redis: status, blackboard of step records, trace stream, dead letters.
+
+Each step lands in one atomic Lua call keyed by the input message id, so a redelivered message
+neither adds a second blackboard entry nor counts its tokens twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+
+from workers import keys
+
+DEAD_LETTER_MAXLEN = 100_000
+DEAD_LETTER_BODY_LIMIT = 64_000
+
+TERMINAL = frozenset({"done", "failed"})
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one agent did with one input message; stored beside the messages for debugging."""
+
+    task_id: str
+    input_message_id: str
+    agent: str
+    status: str
+    """`ok` or `error`."""
+    message: dict[str, Any]
+    """The output AgentMessage (result, delegation or error) as a dict."""
+    queue: str | None = None
+    worker: str | None = None
+    model: str | None = None
+    attempts: int = 0
+    """Model calls made for this step (validation retries included)."""
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_micro_usd: int = 0
+    latency_ms: float = 0.0
+    raw_output: str | None = None
+    """Unparsed model output, kept beside the parsed payload."""
+    started_at: str = ""
+    finished_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> StepRecord:
+        return cls(**json.loads(raw))
+
+
+_RECORD_STEP = """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return existing end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'cost_micro_usd', ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'input_tokens', ARGV[5])
+redis.call('HINCRBY', KEYS[2], 'output_tokens', ARGV[6])
+redis.call('HINCRBY', KEYS[2], 'steps', 1)
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[2], 'status', ARGV[7], 'finished_at', ARGV[8],
+             'final_message_id', ARGV[9], 'updated_at', ARGV[8])
+end
+redis.call('XADD', KEYS[3], '*', 'record', ARGV[2])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+return false
+"""
+
+_MARK_RUNNING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'failed' then return status end
+redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 'running'
+"""
+
+
+def utc_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class TaskState:
+    """Reads and writes one Redis's task state; safe to share between threads."""
+
+    def __init__(self, client: redis.Redis, ttl: int) -> None:
+        self._redis = client
+        self._ttl = ttl
+        self._record_step = client.register_script(_RECORD_STEP)
+        self._mark_running = client.register_script(_MARK_RUNNING)
+
+    # -- producer side ------------------------------------------------------------------------
+
+    def submit(self, task_id: str, *, pattern: str, root_message: dict[str, Any]) -> None:
+        now = utc_iso()
+        key = keys.task(task_id)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "status": "submitted",
+                    "pattern": pattern,
+                    "submitted_at": now,
+                    "updated_at": now,
+                    "root_message": json.dumps(root_message),
+                    "cost_micro_usd": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "steps": 0,
+                },
+            )
+            pipe.expire(key, self._ttl)
+            pipe.execute()
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def mark_running(self, task_id: str) -> None:
+        self._mark_running(keys=[keys.task(task_id)], args=[utc_iso(), self._ttl])
+
+    def completed_step(self, task_id: str, input_message_id: str) -> StepRecord | None:
+        """The record of a step already done for this input (a redelivery), if any."""
+        raw = self._redis.hget(keys.board(task_id), input_message_id)
+        return None if raw is None else StepRecord.from_json(cast(bytes, raw))
+
+    def record_step(self, record: StepRecord, *, final_status: str | None) -> StepRecord:
+        """Store the step once; on a duplicate, return the record that was stored first."""
+        existing = self._record_step(
+            keys=[
+                keys.board(record.task_id),
+                keys.task(record.task_id),
+                keys.trace(record.task_id),
+            ],
+            args=[
+                record.input_message_id,
+                record.to_json(),
+                self._ttl,
+                record.cost_micro_usd,
+                record.usage.get("input_tokens", 0),
+                record.usage.get("output_tokens", 0),
+                final_status or "",
+                record.finished_at,
+                record.message.get("message_id", ""),
+            ],
+        )
+        return record if existing is None else StepRecord.from_json(cast(bytes, existing))
+
+    def dead_letter(self, *, task_id: str, agent: str, code: str, error: str, body: object) -> None:
+        text = body if isinstance(body, str) else json.dumps(body, default=repr)
+        self._redis.xadd(
+            keys.DEAD_LETTERS,
+            {
+                "task_id": task_id,
+                "agent": agent,
+                "code": code,
+                "error": error,
+                "body": text[:DEAD_LETTER_BODY_LIMIT],
+                "at": utc_iso(),
+            },
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+
+    # -- readers ------------------------------------------------------------------------------
+
+    def task_info(self, task_id: str) -> dict[str, str]:
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(keys.task(task_id)))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def steps(self, task_id: str) -> list[StepRecord]:
+        """Step records in completion order (from the trace stream)."""
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], self._redis.xrange(keys.trace(task_id))
+        )
+        return [StepRecord.from_json(fields[b"record"]) for _, fields in entries]
