@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from dispatcher.dispatcher import Dispatcher, agents_for
-from dispatcher.embedded import EmbeddedStack
+from dispatcher.embedded import EmbeddedStack, node_name
 from dispatcher.render import describe_steps, outcome_document, step_summary, usd
 from messages import ChorusError
 from workers.app import create_app
@@ -124,7 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ChorusError(f"unknown agent(s) {', '.join(unknown)}; known: {', '.join(AGENTS)}")
     app = create_app()
     queues = ",".join(AGENTS[name].queue for name in names)
-    argv = ["worker", "-Q", queues, "-n", f"{'+'.join(names)}@%h", "--loglevel", args.loglevel]
+    argv = ["worker", "-Q", queues, "-n", node_name(names), "--loglevel", args.loglevel]
     if args.concurrency:
         argv += ["-c", str(args.concurrency)]
     app.worker_main(argv)

@@ -134,12 +134,17 @@ def start_simulator(log_dir: Path, *, latency: float = 0.0) -> tuple[ManagedProc
     return process, url
 
 
+def node_name(agents: Sequence[str]) -> str:
+    """Unique per process, so several workers of one agent type can share a host."""
+    return f"{'+'.join(agents)}.{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+
+
 def start_worker(
     agents: Sequence[str], env: Mapping[str, str], log_dir: Path, *, concurrency: int = 16
 ) -> ManagedProcess:
     queues = ",".join(get_agent(name).queue for name in agents)
     label = "+".join(agents)
-    node = f"{label}.{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    node = node_name(agents)
     argv = [
         sys.executable,
         "-m",
