@@ -53,4 +53,4 @@ def _register(app: ChorusApp, spec: AgentSpec) -> None:
 
     agent_task.__name__ = f"agent_{spec.name}"
     agent_task.__doc__ = f"Agent {spec.name!r}: {spec.purpose}"
-    app.task(name=spec.task_name, bind=True)(agent_task)
+    app.task(name=spec.task_name, bind=True, shared=False)(agent_task)

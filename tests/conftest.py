@@ -1,0 +1,131 @@
+"""Real parts only: a Redis server on a free port, the simulator over HTTP, worker processes.
+
+Nothing here may reach the real Anthropic API: the test process refuses to resolve its hosts,
+and child processes get a dead HTTPS proxy (the simulator is plain HTTP on loopback).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher import Dispatcher
+from dispatcher.embedded import (
+    ManagedProcess,
+    start_redis,
+    start_simulator,
+    start_worker,
+    wait_until,
+)
+from workers.app import ChorusApp, create_app
+from workers.registry import AGENTS
+from workers.settings import Settings
+
+TEST_API_KEY = "sk-ant-test-0123456789-never-log-me"
+"""Looks like a real key so leak checks are meaningful; only the simulator ever sees it."""
+
+REAL_API_HOSTS = ("anthropic.com", "claude.ai")
+
+_real_getaddrinfo = socket.getaddrinfo
+_blocked: list[str] = []
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if isinstance(host, str | bytes):
+        name = host.decode() if isinstance(host, bytes) else host
+        if any(name == h or name.endswith("." + h) for h in REAL_API_HOSTS):
+            _blocked.append(name)
+            raise OSError(f"tests must not reach the real Anthropic API ({name})")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_real_anthropic_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail any test that tries to resolve the real API's hosts."""
+    _blocked.clear()
+    monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+    yield
+    if _blocked:
+        pytest.fail(f"test tried to reach the real Anthropic API: {sorted(set(_blocked))}")
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def redis_url(log_dir: Path) -> Iterator[str]:
+    process, url = start_redis(log_dir)
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator_url(log_dir: Path) -> Iterator[str]:
+    process, url = start_simulator(log_dir)
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(redis_url: str, simulator_url: str) -> dict[str, str]:
+    """Environment for producers and workers: test Redis, simulator, no way out to the API."""
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "ANTHROPIC_"))}
+    env.update(
+        CHORUS_REDIS_URL=redis_url,
+        ANTHROPIC_BASE_URL=simulator_url,
+        ANTHROPIC_API_KEY=TEST_API_KEY,
+        HTTPS_PROXY="http://127.0.0.1:9",
+        https_proxy="http://127.0.0.1:9",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str]) -> Settings:
+    return Settings.from_env(stack_env)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> ChorusApp:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def workers(
+    stack_env: dict[str, str], log_dir: Path, app: ChorusApp
+) -> Iterator[list[ManagedProcess]]:
+    """One worker process per agent, as in production."""
+    started = [start_worker([name], stack_env, log_dir, concurrency=8) for name in AGENTS]
+    dispatcher = Dispatcher(app)
+    wanted = {spec.queue for spec in AGENTS.values()}
+
+    def ready() -> bool:
+        dead = [w for w in started if not w.alive()]
+        if dead:
+            raise RuntimeError(f"{dead[0].name} died:\n{dead[0].log_tail()}")
+        return wanted <= dispatcher.consumed_queues(timeout=0.5)
+
+    wait_until(ready, timeout=60, what="agent workers")
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def dispatcher(app: ChorusApp, workers: list[ManagedProcess]) -> Dispatcher:
+    return Dispatcher(app)
+
+
+@pytest.fixture
+def worker_logs(workers: list[ManagedProcess]) -> Callable[[], str]:
+    return lambda: "\n".join(w.log_path.read_text(errors="replace") for w in workers)

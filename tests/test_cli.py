@@ -1,0 +1,107 @@
+"""The `chorus` command as a user runs it: a real subprocess against real Redis and workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from dispatcher import Dispatcher
+from tests.conftest import TEST_API_KEY
+
+
+def chorus(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dispatcher.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def with_db(env: dict[str, str], db: int) -> dict[str, str]:
+    """The same Redis server, another database: no worker listens there."""
+    return {**env, "CHORUS_REDIS_URL": env["CHORUS_REDIS_URL"].rsplit("/", 1)[0] + f"/{db}"}
+
+
+def test_run_without_workers_fails_fast_and_names_the_command(stack_env: dict[str, str]) -> None:
+    done = chorus(["run", "Summarize this", "--json"], with_db(stack_env, 5), timeout=30)
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "no worker is consuming agent.router" in done.stderr
+    assert "chorus worker router" in done.stderr
+    assert "--embedded" in done.stderr
+
+
+def test_run_without_redis_says_how_to_get_one(stack_env: dict[str, str]) -> None:
+    env = {**stack_env, "CHORUS_REDIS_URL": "redis://:secret-pw@127.0.0.1:1/0"}
+    done = chorus(["run", "Summarize this"], env, timeout=30)
+
+    assert done.returncode == 2
+    assert "cannot reach Redis" in done.stderr
+    assert "secret-pw" not in done.stderr
+
+
+def run_json(stack_env: dict[str, str], *extra: str) -> dict[str, Any]:
+    done = chorus(
+        ["run", "Summarize the tradeoffs of Redis as a message broker", "--json", *extra],
+        stack_env,
+    )
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def check_document(document: dict[str, Any]) -> None:
+    assert document["status"] == "done"
+    assert document["pattern"] == "route"
+    assert document["result"]["summary"]
+    assert document["input_tokens"] > 0
+    assert document["output_tokens"] > 0
+    assert document["cost_usd"] > 0
+    senders = [m["sender"] for m in document["messages"]]
+    assert senders == ["producer", "router", "summarizer"]
+    assert document["messages"][0]["task_id"] == document["task_id"]
+    assert [s["queue"] for s in document["steps"]] == ["agent.router", "agent.summarizer"]
+
+
+def test_run_json_prints_one_document_with_tokens_cost_and_messages(
+    dispatcher: Dispatcher, stack_env: dict[str, str]
+) -> None:
+    document = run_json(stack_env)
+    check_document(document)
+
+    status = chorus(["status", document["task_id"], "--json"], stack_env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"] == "done"
+
+
+def test_run_embedded_starts_and_stops_its_own_workers_and_simulator(
+    stack_env: dict[str, str],
+) -> None:
+    env = with_db(stack_env, 6)
+    del env["ANTHROPIC_API_KEY"], env["ANTHROPIC_BASE_URL"]
+    done = chorus(
+        ["run", "Summarize the tradeoffs of Redis as a message broker", "--json", "--embedded"],
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    check_document(json.loads(done.stdout))
+    assert "using the local simulator" in done.stderr
+    after = chorus(["run", "Summarize this", "--json"], env, timeout=30)
+    assert after.returncode == 2, "embedded workers must be gone after the run"
+
+
+@pytest.mark.parametrize("command", [["run", "x", "--pattern", "nope"], ["worker"]])
+def test_usage_errors_exit_non_zero(command: list[str], stack_env: dict[str, str]) -> None:
+    done = chorus(command, stack_env, timeout=30)
+    assert done.returncode == 2
+    assert TEST_API_KEY not in done.stdout + done.stderr
