@@ -111,21 +111,22 @@ class NotFoundHandler(BaseHandler):
         self.write_error_body(404, "not_found_error", f"no route for {self.request.path}")
 
 
-def last_user_text(body: dict[str, Any]) -> str:
+def request_text(body: dict[str, Any]) -> str:
+    """The words the answer draws on: the first text block of the last user message."""
     for message in reversed(body.get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+                texts = [b.get("text") for b in content if isinstance(b, dict)]
+                return next((str(t) for t in texts if t), "")
     return ""
 
 
 def respond(body: dict[str, Any]) -> dict[str, Any]:
     """The Messages API answer for `body`: forced tool, JSON-schema output, or plain text."""
-    request_text = last_user_text(body)
-    words = salient_words(request_text)
+    words = salient_words(request_text(body))
     seed = seed_for(prompt_text(body))
     tools = {t.get("name"): t for t in body.get("tools") or [] if isinstance(t, dict)}
     choice = body.get("tool_choice") or {}

@@ -73,7 +73,7 @@ class ClaudeClient:
         *,
         model: str,
         system: str,
-        user_text: str,
+        user_blocks: list[str],
         tool_name: str,
         output_model: type[BaseModel],
         max_tokens: int,
@@ -81,7 +81,7 @@ class ClaudeClient:
         """Force a tool whose input schema is `output_model`; retry once, stricter, on a miss."""
         schema = output_model.model_json_schema()
         replies: list[Reply] = []
-        prompt = user_text
+        prompt = list(user_blocks)
         error = ""
         fields: tuple[str, ...] = ()
         for _attempt in range(2):
@@ -91,7 +91,7 @@ class ClaudeClient:
                 output = _validate(reply, output_model)
             except _Invalid as exc:
                 error, fields = str(exc), exc.fields
-                prompt = _stricter(user_text, error, tool_name)
+                prompt = [*user_blocks, _stricter(error, tool_name)]
                 continue
             return StructuredResult(output=output, replies=tuple(replies), error=None)
         return StructuredResult(
@@ -102,7 +102,7 @@ class ClaudeClient:
         self,
         model: str,
         system: str,
-        prompt: str,
+        prompt: list[str],
         tool_name: str,
         schema: dict[str, Any],
         max_tokens: int,
@@ -113,7 +113,12 @@ class ClaudeClient:
                 model=model,
                 max_tokens=max_tokens,
                 system=system,
-                messages=[{"role": "user", "content": prompt}],
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": block} for block in prompt],
+                    }
+                ],
                 tools=[
                     {
                         "name": tool_name,
@@ -189,9 +194,9 @@ def _validate(reply: Reply, output_model: type[BaseModel]) -> BaseModel:
         raise _Invalid(f"the output did not match the schema: {detail}", fields) from None
 
 
-def _stricter(user_text: str, error: str, tool_name: str) -> str:
+def _stricter(error: str, tool_name: str) -> str:
     return (
-        f"{user_text}\n\nYour previous answer was rejected: {error}. "
+        f"Your previous answer was rejected: {error}. "
         f"Call the tool {tool_name} exactly once with input that satisfies its JSON schema. "
         "No prose, no extra fields."
     )

@@ -7,6 +7,7 @@ letter; nothing here lets an exception crash the worker or silently drop the tas
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -162,7 +163,7 @@ def _call(
         result = runtime.claude.structured(
             model=runtime.settings.model_for(spec.tier),
             system=spec.system_prompt,
-            user_text=_prompt(request),
+            user_blocks=_prompt(request),
             tool_name=f"submit_{spec.name}",
             output_model=spec.output_model,
             max_tokens=spec.max_tokens,
@@ -211,13 +212,15 @@ def check_route(decision: RouteDecision) -> RouteDecision:
     return decision
 
 
-def _prompt(request: TaskRequest) -> str:
-    parts = [request.text]
+def _prompt(request: TaskRequest) -> list[str]:
+    """The request first, then guidance and earlier results as separate text blocks."""
+    blocks = [request.text]
     if request.instructions:
-        parts.append(f"Instructions: {request.instructions}")
-    for name, value in request.context.items():
-        parts.append(f"Context from {name}: {value}")
-    return "\n\n".join(parts)
+        blocks.append(f"Instructions: {request.instructions}")
+    blocks.extend(
+        f"Context from {name}: {json.dumps(value)}" for name, value in request.context.items()
+    )
+    return blocks
 
 
 # -- errors ---------------------------------------------------------------------------------
