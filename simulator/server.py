@@ -15,6 +15,7 @@ import tornado.web
 
 from simulator.config import SimulatorConfig
 from simulator.schema_fill import MARK, fill, salient_words, seed_for
+from simulator.scripts import ScriptBook, ScriptError
 from simulator.tokens import count_input_tokens, count_output_tokens, prompt_text
 
 
@@ -27,9 +28,11 @@ class ApiError(Exception):
 
 class BaseHandler(tornado.web.RequestHandler):
     config: SimulatorConfig
+    scripts: ScriptBook
 
-    def initialize(self, config: SimulatorConfig) -> None:
+    def initialize(self, config: SimulatorConfig, scripts: ScriptBook) -> None:
         self.config = config
+        self.scripts = scripts
 
     def write_error_body(self, status: int, kind: str, message: str) -> None:
         self.set_status(status)
@@ -76,7 +79,7 @@ class MessagesHandler(BaseHandler):
                 raise ApiError(
                     400, "invalid_request_error", "streaming is not supported by the simulator"
                 )
-            answer = respond(body)
+            answer = respond(body, self.scripts.take(request_text(body)))
         except ApiError as exc:
             self.write_error_body(exc.status, exc.kind, str(exc))
             return
@@ -99,6 +102,25 @@ class CountTokensHandler(BaseHandler):
             self.write_error_body(exc.status, exc.kind, str(exc))
             return
         self.finish({"input_tokens": count_input_tokens(body)})
+
+
+class ScriptHandler(BaseHandler):
+    """POST a script, GET the pending ones, DELETE to clear them all."""
+
+    def post(self) -> None:
+        try:
+            self.scripts.add(self.json_body())
+        except (ApiError, ScriptError) as exc:
+            self.write_error_body(400, "invalid_request_error", str(exc))
+            return
+        self.finish({"scripts": self.scripts.pending()})
+
+    def get(self) -> None:
+        self.finish({"scripts": self.scripts.pending()})
+
+    def delete(self) -> None:
+        self.scripts.clear()
+        self.finish({"scripts": []})
 
 
 class HealthHandler(BaseHandler):
@@ -124,7 +146,7 @@ def request_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def respond(body: dict[str, Any]) -> dict[str, Any]:
+def respond(body: dict[str, Any], scripted: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Messages API answer for `body`: forced tool, JSON-schema output, or plain text."""
     words = salient_words(request_text(body))
     seed = seed_for(prompt_text(body))
@@ -132,12 +154,15 @@ def respond(body: dict[str, Any]) -> dict[str, Any]:
     choice = body.get("tool_choice") or {}
     output_format = (body.get("output_config") or {}).get("format") or {}
     content: list[dict[str, Any]]
-    if choice.get("type") == "tool":
+    if scripted is not None and "text" in scripted:
+        out_text = str(scripted["text"])
+        content, stop = [{"type": "text", "text": out_text}], "end_turn"
+    elif choice.get("type") == "tool":
         name = choice.get("name")
         if name not in tools:
             raise ApiError(400, "invalid_request_error", f"tool_choice names unknown tool {name!r}")
         schema = tools[name].get("input_schema") or {"type": "object"}
-        data = fill(schema, words=words, seed=seed)
+        data = scripted["tool_input"] if scripted else fill(schema, words=words, seed=seed)
         content = [
             {
                 "type": "tool_use",
@@ -148,7 +173,9 @@ def respond(body: dict[str, Any]) -> dict[str, Any]:
         ]
         out_text, stop = json.dumps(data), "tool_use"
     elif output_format.get("type") == "json_schema":
-        out_text = json.dumps(fill(output_format.get("schema", {}), words=words, seed=seed))
+        schema = output_format.get("schema", {})
+        data = scripted["tool_input"] if scripted else fill(schema, words=words, seed=seed)
+        out_text = json.dumps(data)
         content, stop = [{"type": "text", "text": out_text}], "end_turn"
     else:
         out_text = f"{MARK} A response about {' '.join(words[:12]) or 'the request'}."
@@ -171,12 +198,13 @@ def respond(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_app(config: SimulatorConfig) -> tornado.web.Application:
-    options = {"config": config}
+    options = {"config": config, "scripts": ScriptBook()}
     return tornado.web.Application(
         [
             (r"/v1/messages", MessagesHandler, options),
             (r"/v1/messages/count_tokens", CountTokensHandler, options),
             (r"/health", HealthHandler, options),
+            (r"/_sim/scripts", ScriptHandler, options),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=options,

@@ -129,3 +129,25 @@ def dispatcher(app: ChorusApp, workers: list[ManagedProcess]) -> Dispatcher:
 @pytest.fixture
 def worker_logs(workers: list[ManagedProcess]) -> Callable[[], str]:
     return lambda: "\n".join(w.log_path.read_text(errors="replace") for w in workers)
+
+
+@pytest.fixture
+def script_model(simulator_url: str) -> Iterator[Callable[[str, list[dict[str, Any]]], None]]:
+    """Make the simulator answer requests containing `match` with the given responses."""
+    import json
+    import urllib.request
+
+    def add(match: str, responses: list[dict[str, Any]]) -> None:
+        request = urllib.request.Request(
+            f"{simulator_url}/_sim/scripts",
+            data=json.dumps({"match": match, "responses": responses}).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200
+
+    yield add
+    clear = urllib.request.Request(f"{simulator_url}/_sim/scripts", method="DELETE")
+    with urllib.request.urlopen(clear, timeout=5):
+        pass

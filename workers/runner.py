@@ -35,6 +35,7 @@ class Delivery:
 
     queue: str | None = None
     worker: str | None = None
+    priority: int | None = None
     in_chord: bool = False
 
 
@@ -105,6 +106,7 @@ def run_agent(
         message=message.to_dict(),
         queue=delivery.queue,
         worker=delivery.worker,
+        priority=delivery.priority,
         model=replies[-1].model if replies else None,
         attempts=len(replies),
         usage=_sum_usage(replies),

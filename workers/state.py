@@ -34,6 +34,8 @@ class StepRecord:
     """The output AgentMessage (result, delegation or error) as a dict."""
     queue: str | None = None
     worker: str | None = None
+    priority: int | None = None
+    """Celery message priority the step was delivered with (0 is served first)."""
     model: str | None = None
     attempts: int = 0
     """Model calls made for this step (validation retries included)."""

@@ -35,9 +35,11 @@ def agent_signature(
 def _register(app: ChorusApp, spec: AgentSpec) -> None:
     def agent_task(self: Task, message: object, final: bool = True) -> dict[str, Any]:
         request = self.request
+        info = request.delivery_info or {}
         delivery = Delivery(
-            queue=(request.delivery_info or {}).get("routing_key"),
+            queue=info.get("routing_key"),
             worker=request.hostname,
+            priority=info.get("priority"),
             in_chord=bool(request.chord),
         )
         outcome = run_agent(app.runtime(), spec, message, delivery, final=final)
