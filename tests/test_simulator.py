@@ -1,0 +1,211 @@
+"""The simulator speaks the Messages API well enough for the official SDK, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import anthropic
+import pytest
+from pydantic import BaseModel, Field
+
+from simulator import BackgroundSimulator, SimulatorConfig
+
+
+class Finding(BaseModel):
+    claim: str
+    source: str | None = None
+
+
+class Report(BaseModel):
+    title: str = Field(min_length=1, max_length=80)
+    verdict: Literal["approve", "reject"]
+    findings: list[Finding] = Field(min_length=1, max_length=3)
+    tags: list[str] = Field(max_length=2)
+    confidence: float = Field(ge=0, le=1)
+    rounds: int = Field(ge=1, le=5)
+    final: bool
+
+
+ROUTE_SCHEMA = {
+    "type": "object",
+    "properties": {"agent": {"enum": ["research", "code_review", "summarizer", "critic"]}},
+    "required": ["agent"],
+}
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[BackgroundSimulator]:
+    with BackgroundSimulator() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(sim: BackgroundSimulator) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=sim.url, api_key="sim-test-key", max_retries=0)
+
+
+def forced_tool(client: anthropic.Anthropic, text: str, schema: dict[str, Any]) -> Any:
+    return client.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=512,
+        system="You are a test.",
+        messages=[{"role": "user", "content": text}],
+        tools=[{"name": "answer", "description": "Answer.", "input_schema": schema}],
+        tool_choice={"type": "tool", "name": "answer"},
+    )
+
+
+def test_forced_tool_answers_with_input_that_validates_against_the_schema(
+    client: anthropic.Anthropic,
+) -> None:
+    message = forced_tool(client, "Review the launch plan", Report.model_json_schema())
+
+    (block,) = message.content
+    assert block.type == "tool_use"
+    assert block.name == "answer"
+    report = Report.model_validate(block.input)
+    assert report.title.startswith("[simulated]")
+    assert message.stop_reason == "tool_use"
+    assert message.model == "claude-haiku-4-5"
+
+
+def test_output_config_json_schema_answers_with_conforming_json_text(
+    client: anthropic.Anthropic,
+) -> None:
+    message = client.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=512,
+        messages=[{"role": "user", "content": "Assess the migration"}],
+        output_config={"format": {"type": "json_schema", "schema": Report.model_json_schema()}},
+    )
+    (block,) = message.content
+    assert block.type == "text"
+    Report.model_validate(json.loads(block.text))
+
+
+def test_plain_requests_get_plainly_simulated_text(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Tell me about queues"}],
+    )
+    (block,) = message.content
+    assert block.type == "text"
+    assert block.text.startswith("[simulated]")
+    assert "queues" in block.text
+
+
+def test_usage_is_realistic_and_count_tokens_agrees(client: anthropic.Anthropic) -> None:
+    request: dict[str, Any] = {
+        "model": "claude-haiku-4-5",
+        "system": "You are a test.",
+        "messages": [{"role": "user", "content": "Count the tokens of this request " * 20}],
+    }
+    message = client.messages.create(max_tokens=100, **request)
+    counted = client.messages.count_tokens(**request)
+
+    assert message.usage.input_tokens == counted.input_tokens
+    assert 100 < message.usage.input_tokens < 400
+    assert message.usage.output_tokens > 0
+    assert message.usage.cache_read_input_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "agent"),
+    [
+        ("Summarize the tradeoffs of Redis as a message broker", "summarizer"),
+        ("Please review this code for bugs", "code_review"),
+        ("Research the history of message queues", "research"),
+        ("Critique my plan", "critic"),
+    ],
+)
+def test_enum_choice_follows_the_request_words(
+    client: anthropic.Anthropic, text: str, agent: str
+) -> None:
+    block = forced_tool(client, text, ROUTE_SCHEMA).content[0]
+    assert block.input == {"agent": agent}
+
+
+def test_same_request_gets_the_same_answer(client: anthropic.Anthropic) -> None:
+    schema = Report.model_json_schema()
+    first = forced_tool(client, "Weigh the options", schema).content[0]
+    second = forced_tool(client, "Weigh the options", schema).content[0]
+    assert first.input == second.input
+
+
+def raw_post(url: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+MINIMAL = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_requests_without_a_key_are_refused(sim: BackgroundSimulator) -> None:
+    status, body = raw_post(f"{sim.url}/v1/messages", {}, MINIMAL)
+    assert status == 401
+    assert body["error"]["type"] == "authentication_error"
+
+
+def test_x_api_key_header_is_accepted_like_bearer(sim: BackgroundSimulator) -> None:
+    status, body = raw_post(f"{sim.url}/v1/messages", {"x-api-key": "old-style"}, MINIMAL)
+    assert status == 200
+    assert body["type"] == "message"
+
+
+def test_configured_key_must_match() -> None:
+    with BackgroundSimulator(SimulatorConfig(api_key="right")) as locked:
+        wrong = anthropic.Anthropic(base_url=locked.url, api_key="wrong", max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError):
+            wrong.messages.create(model="m", max_tokens=5, messages=MINIMAL["messages"])
+
+
+def test_bad_requests_get_anthropic_shaped_errors(sim: BackgroundSimulator) -> None:
+    headers = {"x-api-key": "k"}
+    status, body = raw_post(f"{sim.url}/v1/messages", headers, {"model": "m"})
+    assert (status, body["error"]["type"]) == (400, "invalid_request_error")
+    status, body = raw_post(f"{sim.url}/v1/nothing", headers, MINIMAL)
+    assert (status, body["error"]["type"]) == (404, "not_found_error")
+    unknown_tool = {**MINIMAL, "tool_choice": {"type": "tool", "name": "ghost"}}
+    status, body = raw_post(f"{sim.url}/v1/messages", headers, unknown_tool)
+    assert status == 400
+    assert "ghost" in body["error"]["message"]
+
+
+def test_latency_is_paid_concurrently_not_in_turn() -> None:
+    with BackgroundSimulator(SimulatorConfig(latency=0.3)) as slow:
+        client = anthropic.Anthropic(base_url=slow.url, api_key="k", max_retries=0)
+
+        def call(_: int) -> str:
+            return client.messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+            ).id
+
+        started = time.perf_counter()
+        call(0)
+        assert time.perf_counter() - started >= 0.3
+        with ThreadPoolExecutor(20) as pool:
+            ids = list(pool.map(call, range(20)))
+        assert len(set(ids)) == 20
+
+
+def test_tests_cannot_reach_the_real_anthropic_api() -> None:
+    from tests import conftest
+
+    real = anthropic.Anthropic(api_key="sk-ant-not-a-real-key", max_retries=0)
+    with pytest.raises(anthropic.APIConnectionError):
+        real.messages.create(model="m", max_tokens=5, messages=MINIMAL["messages"])
+    assert conftest._blocked == ["api.anthropic.com"]
+    conftest._blocked.clear()  # the guard worked; do not fail this test for it
