@@ -183,12 +183,14 @@ class EmbeddedStack:
         latency: float = 0.0,
         echo: Callable[[str], None] = lambda _line: None,
         base_env: Mapping[str, str] | None = None,
+        default_redis_url: str = DEFAULT_REDIS_URL,
     ) -> None:
         self.agents = list(agents)
         self.concurrency = concurrency
         self.latency = latency
         self.echo = echo
         self.env = dict(os.environ if base_env is None else base_env)
+        self.default_redis_url = default_redis_url
         self.workers: list[ManagedProcess] = []
         self._stack = ExitStack()
         self.log_dir = Path(tempfile.mkdtemp(prefix="chorus-"))
@@ -212,9 +214,9 @@ class EmbeddedStack:
     def _start(self) -> None:
         url = self.env.get("CHORUS_REDIS_URL")
         if not url:
-            if redis_answers(DEFAULT_REDIS_URL):
-                url = DEFAULT_REDIS_URL
-                self.echo(f"redis: using the server at {DEFAULT_REDIS_URL}")
+            if redis_answers(self.default_redis_url):
+                url = self.default_redis_url
+                self.echo(f"redis: using the server at {url}")
             else:
                 process, url = start_redis(self.log_dir)
                 self._stack.callback(process.stop)
