@@ -76,11 +76,10 @@ def run_agent(
         return _reject_undecodable(runtime, spec, raw, str(exc), delivery, started_at)
 
     state = runtime.state
-    done = state.completed_step(incoming.task_id, incoming.message_id)
+    done = state.begin_step(incoming.task_id, incoming.message_id)
     if done is not None:
         log.info("message %s already handled; returning the stored result", incoming.message_id)
         return Outcome(AgentMessage.from_dict(done.message), done)
-    state.mark_running(incoming.task_id)
 
     replies: tuple[Reply, ...] = ()
     try:

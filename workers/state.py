@@ -72,13 +72,16 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return false
 """
 
-_MARK_RUNNING = """
+_BEGIN_STEP = """
+local done = redis.call('HGET', KEYS[2], ARGV[3])
+if done then return done end
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'done' or status == 'failed' then return status end
-redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 'running'
+if status ~= 'done' and status ~= 'failed' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[1])
+  redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return false
 """
 
 
@@ -93,7 +96,7 @@ class TaskState:
         self._redis = client
         self._ttl = ttl
         self._record_step = client.register_script(_RECORD_STEP)
-        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._begin_step = client.register_script(_BEGIN_STEP)
 
     # -- producer side ------------------------------------------------------------------------
 
@@ -120,13 +123,13 @@ class TaskState:
 
     # -- worker side --------------------------------------------------------------------------
 
-    def mark_running(self, task_id: str) -> None:
-        self._mark_running(keys=[keys.task(task_id)], args=[utc_iso(), self._ttl])
-
-    def completed_step(self, task_id: str, input_message_id: str) -> StepRecord | None:
-        """The record of a step already done for this input (a redelivery), if any."""
-        raw = self._redis.hget(keys.board(task_id), input_message_id)
-        return None if raw is None else StepRecord.from_json(cast(bytes, raw))
+    def begin_step(self, task_id: str, input_message_id: str) -> StepRecord | None:
+        """Mark the task running, or return the stored record if this input was handled."""
+        done = self._begin_step(
+            keys=[keys.task(task_id), keys.board(task_id)],
+            args=[utc_iso(), self._ttl, input_message_id],
+        )
+        return None if done is None else StepRecord.from_json(cast(bytes, done))
 
     def record_step(self, record: StepRecord, *, final_status: str | None) -> StepRecord:
         """Store the step once; on a duplicate, return the record that was stored first."""
