@@ -17,3 +17,16 @@ class SimulatorConfig:
     seed: int = 0
     api_key: str | None = field(default=None, repr=False)
     """When set, only this key is accepted; otherwise any non-empty key is."""
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    """Fault name -> probability per request (see simulator.faults.FAULTS)."""
+    fault_schedule: tuple[str, ...] = ()
+    """Faults for the first requests, in order ("ok" for none); the rates apply after."""
+    retry_after: float = 0.2
+    """Seconds an injected 429 asks the client to wait."""
+    hang_seconds: float = 3600.0
+    """How long an injected hang keeps the client waiting."""
+    min_cache_tokens: int = 1024
+    """Shortest prefix the prompt cache stores."""
+    rpm: int | None = None
+    itpm: int | None = None
+    otpm: int | None = None

@@ -7,38 +7,63 @@ import json
 import random
 import threading
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from simulator.answers import respond
+from simulator.cache import PromptCache
 from simulator.config import SimulatorConfig
-from simulator.schema_fill import MARK, fill, salient_words, seed_for
+from simulator.errors import ApiError
+from simulator.faults import FaultConfigError, FaultPlan
+from simulator.ledger import Charge, Ledger
+from simulator.limits import Limits, RateLimiter, retry_after_headers
 from simulator.scripts import ScriptBook, ScriptError
-from simulator.tokens import count_input_tokens, count_output_tokens, prompt_text
+from simulator.tokens import count_input_tokens
+
+SPEND_LIMIT_MESSAGE = (
+    "You have reached your specified workspace API usage limits. You will regain access on the "
+    "first day of next month or when the limit is raised."
+)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
+@dataclass
+class SimState:
+    """Everything the handlers share; lives on the server's event loop thread."""
+
+    config: SimulatorConfig
+    scripts: ScriptBook = field(default_factory=ScriptBook)
+    ledger: Ledger = field(default_factory=Ledger)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        self.faults = FaultPlan(
+            rates=dict(config.fault_rates),
+            schedule=list(config.fault_schedule),
+            seed=config.seed,
+            retry_after=config.retry_after,
+            hang_seconds=config.hang_seconds,
+        )
+        self.cache = PromptCache(config.min_cache_tokens)
+        self.limiter = RateLimiter(Limits(rpm=config.rpm, itpm=config.itpm, otpm=config.otpm))
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    config: SimulatorConfig
-    scripts: ScriptBook
+    sim: SimState
 
-    def initialize(self, config: SimulatorConfig, scripts: ScriptBook) -> None:
-        self.config = config
-        self.scripts = scripts
+    def initialize(self, sim: SimState) -> None:
+        self.sim = sim
 
-    def write_error_body(self, status: int, kind: str, message: str) -> None:
-        self.set_status(status)
+    def send_error_body(self, error: ApiError) -> None:
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
         self.set_header("content-type", "application/json")
-        self.set_header("request-id", f"req_sim_{uuid.uuid4().hex[:24]}")
-        self.finish({"type": "error", "error": {"type": kind, "message": message}})
+        self.set_header("request-id", new_id("req_sim"))
+        self.finish({"type": "error", "error": {"type": error.kind, "message": str(error)}})
 
     def authenticate(self) -> None:
         key = self.request.headers.get("x-api-key", "")
@@ -47,7 +72,8 @@ class BaseHandler(tornado.web.RequestHandler):
             key = bearer[7:].strip()
         if not key:
             raise ApiError(401, "authentication_error", "missing x-api-key or Authorization header")
-        if self.config.api_key is not None and key != self.config.api_key:
+        expected = self.sim.config.api_key
+        if expected is not None and key != expected:
             raise ApiError(401, "authentication_error", "invalid API key")
 
     def json_body(self) -> dict[str, Any]:
@@ -60,36 +86,77 @@ class BaseHandler(tornado.web.RequestHandler):
         return body
 
 
-def _check(body: dict[str, Any], *, needs_max_tokens: bool) -> None:
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def check_request(body: dict[str, Any], *, needs_max_tokens: bool) -> None:
     required = ["model", "messages"] + (["max_tokens"] if needs_max_tokens else [])
-    for field in required:
-        if field not in body:
-            raise ApiError(400, "invalid_request_error", f"{field}: Field required")
+    for name in required:
+        if name not in body:
+            raise ApiError(400, "invalid_request_error", f"{name}: Field required")
     if not isinstance(body["messages"], list) or not body["messages"]:
         raise ApiError(400, "invalid_request_error", "messages: at least one message is required")
+    if body.get("stream"):
+        raise ApiError(400, "invalid_request_error", "streaming is not supported by the simulator")
 
 
 class MessagesHandler(BaseHandler):
     async def post(self) -> None:
+        sim = self.sim
         try:
             self.authenticate()
             body = self.json_body()
-            _check(body, needs_max_tokens=True)
-            if body.get("stream"):
+            check_request(body, needs_max_tokens=True)
+            model = str(body["model"])
+            fault = sim.faults.draw()
+            await self._inject(fault)
+            wait = sim.limiter.admit(model, count_input_tokens(body))
+            if wait is not None:
                 raise ApiError(
-                    400, "invalid_request_error", "streaming is not supported by the simulator"
+                    429,
+                    "rate_limit_error",
+                    "This request would exceed the rate limit for your organization.",
+                    {**retry_after_headers(wait), **sim.limiter.headers(model)},
                 )
-            answer = respond(body, self.scripts.take(request_text(body)))
-        except ApiError as exc:
-            self.write_error_body(exc.status, exc.kind, str(exc))
+            answer = respond(body, sim.scripts, sim.cache, fault)
+        except ApiError as error:
+            self.send_error_body(error)
             return
-        delay = self.config.latency + random.uniform(0, self.config.jitter)
+        delay = sim.config.latency + random.uniform(0, sim.config.jitter)
         if delay > 0:
             await asyncio.sleep(delay)
+        usage = answer["usage"]
+        sim.limiter.settle(model, usage["output_tokens"])
+        metadata = body.get("metadata") or {}
+        user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+        sim.ledger.bill(Charge(answer["id"], model, user_id, dict(usage)))
+        for name, value in sim.limiter.headers(model).items():
+            self.set_header(name, value)
         self.set_header("content-type", "application/json")
-        self.set_header("request-id", f"req_sim_{uuid.uuid4().hex[:24]}")
+        self.set_header("request-id", new_id("req_sim"))
         self.set_header("x-chorus-simulated", "true")
         self.finish(json.dumps(answer))
+
+    async def _inject(self, fault: str | None) -> None:
+        """Transport-level faults end the request here; content faults go to `respond`."""
+        faults = self.sim.faults
+        if fault == "rate_limit":
+            raise ApiError(
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit (simulated).",
+                retry_after_headers(faults.retry_after),
+            )
+        if fault == "spend_limit":
+            raise ApiError(429, "rate_limit_error", SPEND_LIMIT_MESSAGE)
+        if fault == "overloaded":
+            raise ApiError(529, "overloaded_error", "Overloaded (simulated)")
+        if fault == "server_error":
+            raise ApiError(500, "api_error", "Internal server error (simulated)")
+        if fault == "hang":
+            await asyncio.sleep(faults.hang_seconds)
+            raise ApiError(504, "timeout_error", "the simulated hang ended")
 
 
 class CountTokensHandler(BaseHandler):
@@ -97,9 +164,9 @@ class CountTokensHandler(BaseHandler):
         try:
             self.authenticate()
             body = self.json_body()
-            _check(body, needs_max_tokens=False)
-        except ApiError as exc:
-            self.write_error_body(exc.status, exc.kind, str(exc))
+            check_request(body, needs_max_tokens=False)
+        except ApiError as error:
+            self.send_error_body(error)
             return
         self.finish({"input_tokens": count_input_tokens(body)})
 
@@ -109,18 +176,48 @@ class ScriptHandler(BaseHandler):
 
     def post(self) -> None:
         try:
-            self.scripts.add(self.json_body())
-        except (ApiError, ScriptError) as exc:
-            self.write_error_body(400, "invalid_request_error", str(exc))
+            self.sim.scripts.add(self.json_body())
+        except ScriptError as exc:
+            self.send_error_body(ApiError(400, "invalid_request_error", str(exc)))
             return
-        self.finish({"scripts": self.scripts.pending()})
+        except ApiError as error:
+            self.send_error_body(error)
+            return
+        self.finish({"scripts": self.sim.scripts.pending()})
 
     def get(self) -> None:
-        self.finish({"scripts": self.scripts.pending()})
+        self.finish({"scripts": self.sim.scripts.pending()})
 
     def delete(self) -> None:
-        self.scripts.clear()
+        self.sim.scripts.clear()
         self.finish({"scripts": []})
+
+
+class FaultsHandler(BaseHandler):
+    """GET the fault plan and what was injected; POST new rates/schedule."""
+
+    def get(self) -> None:
+        self.finish(self.sim.faults.report())
+
+    def post(self) -> None:
+        try:
+            self.sim.faults.update(self.json_body())
+        except (FaultConfigError, ValueError, TypeError) as exc:
+            self.send_error_body(ApiError(400, "invalid_request_error", str(exc)))
+            return
+        self.finish(self.sim.faults.report())
+
+
+class LedgerHandler(BaseHandler):
+    """GET what was billed (optionally `?user_id=`); DELETE to start a new ledger."""
+
+    def get(self) -> None:
+        user_id = self.get_query_argument("user_id", None)
+        self.finish(self.sim.ledger.report(user_id))
+
+    def delete(self) -> None:
+        self.sim.ledger.clear()
+        self.finish({"calls": [], "totals": {}})
 
 
 class HealthHandler(BaseHandler):
@@ -130,81 +227,19 @@ class HealthHandler(BaseHandler):
 
 class NotFoundHandler(BaseHandler):
     def prepare(self) -> None:
-        self.write_error_body(404, "not_found_error", f"no route for {self.request.path}")
-
-
-def request_text(body: dict[str, Any]) -> str:
-    """The words the answer draws on: the first text block of the last user message."""
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                texts = [b.get("text") for b in content if isinstance(b, dict)]
-                return next((str(t) for t in texts if t), "")
-    return ""
-
-
-def respond(body: dict[str, Any], scripted: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Messages API answer for `body`: forced tool, JSON-schema output, or plain text."""
-    words = salient_words(request_text(body))
-    seed = seed_for(prompt_text(body))
-    tools = {t.get("name"): t for t in body.get("tools") or [] if isinstance(t, dict)}
-    choice = body.get("tool_choice") or {}
-    output_format = (body.get("output_config") or {}).get("format") or {}
-    content: list[dict[str, Any]]
-    if scripted is not None and "text" in scripted:
-        out_text = str(scripted["text"])
-        content, stop = [{"type": "text", "text": out_text}], "end_turn"
-    elif choice.get("type") == "tool":
-        name = choice.get("name")
-        if name not in tools:
-            raise ApiError(400, "invalid_request_error", f"tool_choice names unknown tool {name!r}")
-        schema = tools[name].get("input_schema") or {"type": "object"}
-        data = scripted["tool_input"] if scripted else fill(schema, words=words, seed=seed)
-        content = [
-            {
-                "type": "tool_use",
-                "id": f"toolu_sim_{uuid.uuid4().hex[:24]}",
-                "name": name,
-                "input": data,
-            }
-        ]
-        out_text, stop = json.dumps(data), "tool_use"
-    elif output_format.get("type") == "json_schema":
-        schema = output_format.get("schema", {})
-        data = scripted["tool_input"] if scripted else fill(schema, words=words, seed=seed)
-        out_text = json.dumps(data)
-        content, stop = [{"type": "text", "text": out_text}], "end_turn"
-    else:
-        out_text = f"{MARK} A response about {' '.join(words[:12]) or 'the request'}."
-        content, stop = [{"type": "text", "text": out_text}], "end_turn"
-    return {
-        "id": f"msg_sim_{uuid.uuid4().hex[:24]}",
-        "type": "message",
-        "role": "assistant",
-        "model": body["model"],
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": count_input_tokens(body),
-            "output_tokens": count_output_tokens(out_text),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
-    }
+        self.send_error_body(ApiError(404, "not_found_error", f"no route for {self.request.path}"))
 
 
 def make_app(config: SimulatorConfig) -> tornado.web.Application:
-    options = {"config": config, "scripts": ScriptBook()}
+    options = {"sim": SimState(config)}
     return tornado.web.Application(
         [
             (r"/v1/messages", MessagesHandler, options),
             (r"/v1/messages/count_tokens", CountTokensHandler, options),
             (r"/health", HealthHandler, options),
             (r"/_sim/scripts", ScriptHandler, options),
+            (r"/_sim/faults", FaultsHandler, options),
+            (r"/_sim/ledger", LedgerHandler, options),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=options,
@@ -219,7 +254,7 @@ def bind(config: SimulatorConfig) -> tuple[tornado.httpserver.HTTPServer, int]:
     return server, int(sockets[0].getsockname()[1])
 
 
-async def serve(config: SimulatorConfig, ready: asyncio.Event | None = None) -> None:
+async def serve(config: SimulatorConfig) -> None:
     server, port = bind(config)
     print(f"simulator listening on http://{config.host}:{port}", flush=True)
     try:
@@ -241,14 +276,15 @@ class BackgroundSimulator:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
 
-        async def start() -> None:
-            self._server, port = bind(self.config)
+        async def start() -> tornado.httpserver.HTTPServer:
+            server, port = bind(self.config)
             self.url = f"http://{self.config.host}:{port}"
             self._started.set()
+            return server
 
-        self._loop.run_until_complete(start())
+        server = self._loop.run_until_complete(start())
         self._loop.run_forever()
-        self._server.stop()
+        server.stop()
         self._loop.close()
 
     def start(self) -> BackgroundSimulator:
