@@ -39,9 +39,12 @@ def step_summary(step: StepRecord) -> dict[str, Any]:
         "worker": step.worker,
         "model": step.model,
         "attempts": step.attempts,
+        "retries": step.retries,
         "latency_ms": step.latency_ms,
         "input_tokens": step.usage.get("input_tokens", 0),
         "output_tokens": step.usage.get("output_tokens", 0),
+        "cache_creation_input_tokens": step.usage.get("cache_creation_input_tokens", 0),
+        "cache_read_input_tokens": step.usage.get("cache_read_input_tokens", 0),
         "cost_usd": usd(step.cost_micro_usd),
         "output_message_id": step.message.get("message_id"),
     }
@@ -55,7 +58,8 @@ def describe_steps(steps: list[StepRecord]) -> list[str]:
         tokens = (
             f"{step.usage.get('input_tokens', 0)} in / {step.usage.get('output_tokens', 0)} out"
         )
-        lines.append(f"  {step.agent:<11} {where}  ({tokens}, {step.latency_ms:.0f} ms)")
+        extra = f", {step.retries} retries" if step.retries else ""
+        lines.append(f"  {step.agent:<11} {where}  ({tokens}, {step.latency_ms:.0f} ms{extra})")
         payload = step.message.get("payload", {})
         kind = step.message.get("message_type")
         if kind == "task":

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+from anthropic import APIResponse
+from anthropic.types import CacheControlEphemeralParam, Message, TextBlockParam, ToolParam
 from pydantic import BaseModel, ValidationError
 
 from workers.models import Usage
+from workers.retry import ModelCallError, RetryEvent, RetryPolicy, call_with_retries
 from workers.settings import Settings
 
 
@@ -31,6 +34,18 @@ class Reply:
     usage: Usage
     latency_ms: float
     request_id: str | None
+    retries: tuple[RetryEvent, ...] = ()
+    """Transport retries it took to get this reply."""
+
+
+@dataclass(frozen=True)
+class _Request:
+    model: str
+    system: str
+    tool_name: str
+    schema: dict[str, Any]
+    max_tokens: int
+    user_id: str | None
 
 
 @dataclass(frozen=True)
@@ -45,15 +60,6 @@ class StructuredResult:
     error_fields: tuple[str, ...] = ()
 
 
-class ModelCallError(Exception):
-    """The API call itself failed (after the SDK's retries); `status` is None for network errors."""
-
-    def __init__(self, message: str, *, status: int | None, retries: int) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retries = retries
-
-
 class ClaudeClient:
     """Wraps one anthropic.Anthropic client; create one per worker process, after fork."""
 
@@ -62,8 +68,9 @@ class ClaudeClient:
             api_key=settings.anthropic_api_key,
             base_url=settings.anthropic_base_url,
             timeout=settings.call_timeout,
-            max_retries=settings.sdk_max_retries,
+            max_retries=0,  # workers.retry is the one retry layer
         )
+        self._policy = RetryPolicy(max_retries=settings.call_retries)
 
     def close(self) -> None:
         self._sdk.close()
@@ -77,15 +84,24 @@ class ClaudeClient:
         tool_name: str,
         output_model: type[BaseModel],
         max_tokens: int,
+        user_id: str | None = None,
     ) -> StructuredResult:
-        """Force a tool whose input schema is `output_model`; retry once, stricter, on a miss."""
+        """Force a tool whose input schema is `output_model`; retry once, stricter, on a miss.
+
+        Raises ModelCallError (carrying the replies already paid for) when the API fails.
+        """
         schema = output_model.model_json_schema()
         replies: list[Reply] = []
         prompt = list(user_blocks)
         error = ""
         fields: tuple[str, ...] = ()
+        request = _Request(model, system, tool_name, schema, max_tokens, user_id)
         for _attempt in range(2):
-            reply = self._call(model, system, prompt, tool_name, schema, max_tokens)
+            try:
+                reply = self._call(request, prompt)
+            except ModelCallError as exc:
+                exc.replies = tuple(replies)
+                raise
             replies.append(reply)
             try:
                 output = _validate(reply, output_model)
@@ -98,50 +114,40 @@ class ClaudeClient:
             output=None, replies=tuple(replies), error=error, error_fields=fields
         )
 
-    def _call(
-        self,
-        model: str,
-        system: str,
-        prompt: list[str],
-        tool_name: str,
-        schema: dict[str, Any],
-        max_tokens: int,
-    ) -> Reply:
+    def _call(self, request: _Request, prompt: list[str]) -> Reply:
         started = time.perf_counter()
-        try:
-            raw = self._sdk.messages.with_raw_response.create(
-                model=model,
-                max_tokens=max_tokens,
+        # Cache the stable prefix (tool schema + system prompt) and the request itself, so a
+        # stricter retry or a repeated request reads it back at a tenth of the input price.
+        ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
+        content: list[TextBlockParam] = [{"type": "text", "text": block} for block in prompt]
+        content[0]["cache_control"] = ephemeral
+        system: list[TextBlockParam] = [
+            {"type": "text", "text": request.system, "cache_control": ephemeral}
+        ]
+        tool: ToolParam = {
+            "name": request.tool_name,
+            "description": "Return your answer by calling this tool exactly once.",
+            "input_schema": request.schema,
+        }
+
+        def create() -> APIResponse[Message]:
+            return self._sdk.messages.with_raw_response.create(
+                model=request.model,
+                max_tokens=request.max_tokens,
                 system=system,
-                messages=[
-                    {
-                        "role": "user",
-                        "content": [{"type": "text", "text": block} for block in prompt],
-                    }
-                ],
-                tools=[
-                    {
-                        "name": tool_name,
-                        "description": "Return your answer by calling this tool exactly once.",
-                        "input_schema": schema,
-                    }
-                ],
-                tool_choice={"type": "tool", "name": tool_name},
+                messages=[{"role": "user", "content": content}],
+                tools=[tool],
+                tool_choice={"type": "tool", "name": request.tool_name},
+                metadata={"user_id": request.user_id} if request.user_id else anthropic.omit,
             )
-        except anthropic.APIStatusError as exc:
-            raise ModelCallError(
-                f"{type(exc).__name__} (HTTP {exc.status_code}): {_error_text(exc)}",
-                status=exc.status_code,
-                retries=0,
-            ) from None
-        except anthropic.APIConnectionError as exc:
-            raise ModelCallError(f"{type(exc).__name__}: {exc}", status=None, retries=0) from None
+
+        raw, retries = call_with_retries(self._policy, create)
         message = raw.parse()
         latency_ms = (time.perf_counter() - started) * 1000
-        raw_text, data = _extract(message, tool_name)
+        raw_text, data = _extract(message, request.tool_name)
         usage = message.usage
         return Reply(
-            model=model,
+            model=request.model,
             raw_text=raw_text,
             data=data,
             stop_reason=message.stop_reason,
@@ -153,6 +159,7 @@ class ClaudeClient:
             ),
             latency_ms=latency_ms,
             request_id=raw.headers.get("request-id"),
+            retries=retries,
         )
 
 
@@ -162,7 +169,7 @@ class _Invalid(Exception):
         self.fields = fields
 
 
-def _extract(message: anthropic.types.Message, tool_name: str) -> tuple[str, object | None]:
+def _extract(message: Message, tool_name: str) -> tuple[str, object | None]:
     """Prefer the forced tool's input; fall back to JSON found in text blocks."""
     texts: list[str] = []
     for block in message.content:
@@ -200,13 +207,3 @@ def _stricter(error: str, tool_name: str) -> str:
         f"Call the tool {tool_name} exactly once with input that satisfies its JSON schema. "
         "No prose, no extra fields."
     )
-
-
-def _error_text(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error")
-        text = inner.get("message") if isinstance(inner, dict) else None
-        if isinstance(text, str):
-            return text
-    return str(exc.message)

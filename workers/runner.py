@@ -11,16 +11,17 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
 from messages import AgentMessage, ErrorCode, ErrorPayload, MessageType, RouteDecision, TaskRequest
 from messages.envelope import ID_PATTERN, PRODUCER
-from workers.claude import ModelCallError, Reply
+from workers.claude import Reply
 from workers.models import cost_micro_usd
 from workers.registry import AGENTS, ROUTER_TARGETS, AgentSpec
+from workers.retry import ModelCallError, RetryEvent
 from workers.runtime import Runtime
 from workers.state import StepRecord, utc_iso
 
@@ -56,13 +57,21 @@ class StepFailed(Exception):
     """Internal control flow: ends a step with an error result carrying `code`."""
 
     def __init__(
-        self, code: ErrorCode, message: str, *, replies: tuple[Reply, ...] = (), **detail: Any
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        replies: tuple[Reply, ...] = (),
+        retries: tuple[RetryEvent, ...] = (),
+        **detail: Any,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.detail = detail
         self.replies = replies
         """Model calls already made (and paid for) before the step failed."""
+        self.retries = retries
+        """Retries of the call that finally failed (those of earlier replies are on them)."""
 
 
 def run_agent(
@@ -82,13 +91,15 @@ def run_agent(
         return Outcome(AgentMessage.from_dict(done.message), done)
 
     replies: tuple[Reply, ...] = ()
+    failed_retries: tuple[RetryEvent, ...] = ()
     try:
         request = _admit(runtime, spec, incoming)
-        output, replies = _call(runtime, spec, request)
+        output, replies = _call(runtime, spec, request, incoming.task_id)
         message = _output_message(spec, incoming, request, output)
         status = "ok"
     except StepFailed as exc:
         replies = exc.replies or replies
+        failed_retries = exc.retries
         message = _error_message(spec, incoming, exc, replies)
         status = "error"
     except Exception as exc:  # a bug must still end the task explicitly
@@ -97,6 +108,9 @@ def run_agent(
         message = _error_message(spec, incoming, failure, replies)
         status = "error"
 
+    retries = tuple(event for reply in replies for event in reply.retries) + failed_retries
+    if retries:
+        message = message.model_copy(update={"retry_count": len(retries)})
     record = StepRecord(
         task_id=incoming.task_id,
         input_message_id=incoming.message_id,
@@ -108,6 +122,8 @@ def run_agent(
         priority=delivery.priority,
         model=replies[-1].model if replies else None,
         attempts=len(replies),
+        retries=len(retries),
+        retry_log=[asdict(event) for event in retries],
         usage=_sum_usage(replies),
         cost_micro_usd=sum(cost_micro_usd(r.usage, runtime.prices[r.model]) for r in replies),
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
@@ -158,7 +174,7 @@ def _admit(runtime: Runtime, spec: AgentSpec, incoming: AgentMessage) -> TaskReq
 
 
 def _call(
-    runtime: Runtime, spec: AgentSpec, request: TaskRequest
+    runtime: Runtime, spec: AgentSpec, request: TaskRequest, task_id: str
 ) -> tuple[BaseModel, tuple[Reply, ...]]:
     try:
         result = runtime.claude.structured(
@@ -168,9 +184,16 @@ def _call(
             tool_name=f"submit_{spec.name}",
             output_model=spec.output_model,
             max_tokens=spec.max_tokens,
+            user_id=task_id,
         )
     except ModelCallError as exc:
-        raise StepFailed(ErrorCode.MODEL_ERROR, str(exc), http_status=exc.status) from None
+        raise StepFailed(
+            ErrorCode.MODEL_ERROR,
+            str(exc),
+            replies=cast(tuple[Reply, ...], exc.replies),
+            retries=exc.retries,
+            http_status=exc.status,
+        ) from None
     if result.output is None:
         code = ErrorCode.INVALID_OUTPUT
         if spec.name == "router" and result.error_fields == ("agent",):

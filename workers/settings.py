@@ -25,8 +25,8 @@ class Settings:
     """Delegation hops allowed below a task's root message."""
     call_timeout: float = 60.0
     """Seconds for one model call; the threads pool has no task time limits, so this is the cap."""
-    sdk_max_retries: int = 2
-    """Retries inside the anthropic SDK (429/5xx/connection errors)."""
+    call_retries: int = 3
+    """Retries per model call (429, 529, 5xx, timeouts); the SDK's own retries are off."""
     state_ttl: int = 3600
     """Seconds task state (status, blackboard, trace, results) lives after its last write."""
     worker_concurrency: int = 64
@@ -49,7 +49,7 @@ class Settings:
             tiers=tiers,
             max_depth=_int(env, "CHORUS_MAX_DEPTH", base.max_depth),
             call_timeout=_float(env, "CHORUS_CALL_TIMEOUT", base.call_timeout),
-            sdk_max_retries=_int(env, "CHORUS_SDK_MAX_RETRIES", base.sdk_max_retries),
+            call_retries=_int(env, "CHORUS_CALL_RETRIES", base.call_retries),
             state_ttl=_int(env, "CHORUS_STATE_TTL", base.state_ttl),
             worker_concurrency=_int(env, "CHORUS_WORKER_CONCURRENCY", base.worker_concurrency),
             visibility_timeout=_int(env, "CHORUS_VISIBILITY_TIMEOUT", base.visibility_timeout),

@@ -38,7 +38,10 @@ class StepRecord:
     """Celery message priority the step was delivered with (0 is served first)."""
     model: str | None = None
     attempts: int = 0
-    """Model calls made for this step (validation retries included)."""
+    """Model calls answered for this step (the stricter validation retry included)."""
+    retries: int = 0
+    """Transport retries (429, 529, 5xx, timeouts) across those calls."""
+    retry_log: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     cost_micro_usd: int = 0
     latency_ms: float = 0.0
