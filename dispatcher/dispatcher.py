@@ -59,6 +59,9 @@ class TaskOutcome:
     cost_micro_usd: int
     input_tokens: int
     output_tokens: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    retries: int = 0
 
     @property
     def ok(self) -> bool:
@@ -104,6 +107,9 @@ class TaskHandle:
             cost_micro_usd=int(info.get("cost_micro_usd", 0)),
             input_tokens=int(info.get("input_tokens", 0)),
             output_tokens=int(info.get("output_tokens", 0)),
+            cache_creation_input_tokens=int(info.get("cache_creation_input_tokens", 0)),
+            cache_read_input_tokens=int(info.get("cache_read_input_tokens", 0)),
+            retries=int(info.get("retries", 0)),
         )
 
     def trace(self) -> list[StepRecord]:

@@ -15,6 +15,7 @@ def usd(micro: int) -> float:
 
 def outcome_document(outcome: TaskOutcome, handle: TaskHandle) -> dict[str, Any]:
     """The `chorus run --json` document."""
+    steps = handle.trace()
     doc: dict[str, Any] = {
         "task_id": outcome.task_id,
         "pattern": outcome.pattern,
@@ -25,10 +26,24 @@ def outcome_document(outcome: TaskOutcome, handle: TaskHandle) -> dict[str, Any]
         "cost_micro_usd": outcome.cost_micro_usd,
         "input_tokens": outcome.input_tokens,
         "output_tokens": outcome.output_tokens,
+        "cache_creation_input_tokens": outcome.cache_creation_input_tokens,
+        "cache_read_input_tokens": outcome.cache_read_input_tokens,
+        "retries": outcome.retries,
+        "cost_by_agent": cost_by(steps, "agent"),
+        "cost_by_model": cost_by(steps, "model"),
         "messages": [m.to_dict() for m in handle.messages()],
-        "steps": [step_summary(s) for s in handle.trace()],
+        "steps": [step_summary(s) for s in steps],
     }
     return doc
+
+
+def cost_by(steps: list[StepRecord], key: str) -> dict[str, float]:
+    """Dollars per agent or per model, summed exactly in micro-dollars first."""
+    totals: dict[str, int] = {}
+    for step in steps:
+        name = str(getattr(step, key) or "none")
+        totals[name] = totals.get(name, 0) + step.cost_micro_usd
+    return {name: usd(micro) for name, micro in totals.items()}
 
 
 def step_summary(step: StepRecord) -> dict[str, Any]:

@@ -70,7 +70,9 @@ class ClaudeClient:
             timeout=settings.call_timeout,
             max_retries=0,  # workers.retry is the one retry layer
         )
-        self._policy = RetryPolicy(max_retries=settings.call_retries)
+        self._policy = RetryPolicy(
+            max_retries=settings.call_retries, base_delay=settings.retry_base_delay
+        )
 
     def close(self) -> None:
         self._sdk.close()

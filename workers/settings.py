@@ -27,6 +27,8 @@ class Settings:
     """Seconds for one model call; the threads pool has no task time limits, so this is the cap."""
     call_retries: int = 3
     """Retries per model call (429, 529, 5xx, timeouts); the SDK's own retries are off."""
+    retry_base_delay: float = 0.5
+    """First backoff in seconds for 529/5xx/timeouts; doubles per retry, with jitter."""
     state_ttl: int = 3600
     """Seconds task state (status, blackboard, trace, results) lives after its last write."""
     worker_concurrency: int = 64
@@ -50,6 +52,7 @@ class Settings:
             max_depth=_int(env, "CHORUS_MAX_DEPTH", base.max_depth),
             call_timeout=_float(env, "CHORUS_CALL_TIMEOUT", base.call_timeout),
             call_retries=_int(env, "CHORUS_CALL_RETRIES", base.call_retries),
+            retry_base_delay=_float(env, "CHORUS_RETRY_BASE_DELAY", base.retry_base_delay),
             state_ttl=_int(env, "CHORUS_STATE_TTL", base.state_ttl),
             worker_concurrency=_int(env, "CHORUS_WORKER_CONCURRENCY", base.worker_concurrency),
             visibility_timeout=_int(env, "CHORUS_VISIBILITY_TIMEOUT", base.visibility_timeout),

@@ -65,6 +65,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'cost_micro_usd', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'input_tokens', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'output_tokens', ARGV[6])
+redis.call('HINCRBY', KEYS[2], 'cache_creation_input_tokens', ARGV[10])
+redis.call('HINCRBY', KEYS[2], 'cache_read_input_tokens', ARGV[11])
+redis.call('HINCRBY', KEYS[2], 'retries', ARGV[12])
 redis.call('HINCRBY', KEYS[2], 'steps', 1)
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[2], 'status', ARGV[7], 'finished_at', ARGV[8],
@@ -118,6 +121,9 @@ class TaskState:
                     "cost_micro_usd": 0,
                     "input_tokens": 0,
                     "output_tokens": 0,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "retries": 0,
                     "steps": 0,
                 },
             )
@@ -152,6 +158,9 @@ class TaskState:
                 final_status or "",
                 record.finished_at,
                 record.message.get("message_id", ""),
+                record.usage.get("cache_creation_input_tokens", 0),
+                record.usage.get("cache_read_input_tokens", 0),
+                record.retries,
             ],
         )
         return record if existing is None else StepRecord.from_json(cast(bytes, existing))
