@@ -151,3 +151,38 @@ def script_model(simulator_url: str) -> Iterator[Callable[[str, list[dict[str, A
     clear = urllib.request.Request(f"{simulator_url}/_sim/scripts", method="DELETE")
     with urllib.request.urlopen(clear, timeout=5):
         pass
+
+
+def sim_request(url: str, method: str = "GET", body: object | None = None) -> Any:
+    import json
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+@pytest.fixture
+def inject_faults(simulator_url: str) -> Iterator[Callable[..., None]]:
+    """Set the shared simulator's fault rates for one test; back to none afterwards."""
+
+    def apply(**plan: Any) -> None:
+        sim_request(f"{simulator_url}/_sim/faults", "POST", plan)
+
+    yield apply
+    apply(rates={}, schedule=[])
+
+
+@pytest.fixture
+def ledger(simulator_url: str) -> Callable[[str], dict[str, Any]]:
+    """What the simulator billed for one task (calls are tagged with metadata.user_id)."""
+    from urllib.parse import quote
+
+    def report(task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = sim_request(
+            f"{simulator_url}/_sim/ledger?user_id={quote(task_id)}"
+        )
+        return result
+
+    return report

@@ -105,3 +105,30 @@ def test_usage_errors_exit_non_zero(command: list[str], stack_env: dict[str, str
     done = chorus(command, stack_env, timeout=30)
     assert done.returncode == 2
     assert TEST_API_KEY not in done.stdout + done.stderr
+
+
+LONG_DOCUMENT = " ".join(
+    f"Paragraph {i}: the broker keeps messages in lists, acknowledges them late, and restores "
+    "unacknowledged ones after the visibility timeout, which matters for long model calls."
+    for i in range(40)
+)
+
+
+def test_a_repeated_request_costs_less_because_of_cache_reads(
+    dispatcher: Dispatcher, stack_env: dict[str, str]
+) -> None:
+    text = f"Summarize this design note: {LONG_DOCUMENT}"
+
+    def run() -> dict[str, Any]:
+        done = chorus(["run", text, "--json"], stack_env)
+        assert done.returncode == 0, done.stderr
+        document: dict[str, Any] = json.loads(done.stdout)
+        return document
+
+    first, second = run(), run()
+
+    assert first["cache_creation_input_tokens"] > 0
+    assert first["cache_read_input_tokens"] == 0
+    assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
+    assert second["cost_usd"] < first["cost_usd"]
+    assert all(step["cache_read_input_tokens"] > 0 for step in second["steps"])
