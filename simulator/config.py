@@ -27,6 +27,8 @@ class SimulatorConfig:
     """How long an injected hang keeps the client waiting."""
     min_cache_tokens: int = 1024
     """Shortest prefix the prompt cache stores."""
+    no_forced_tool_models: tuple[str, ...] = ("claude-sonnet-5-5", "claude-opus-5-5")
+    """Models that answer a forced tool_choice with 400, as the real 5.5 models do."""
     rpm: int | None = None
     itpm: int | None = None
     otpm: int | None = None

@@ -109,6 +109,14 @@ class MessagesHandler(BaseHandler):
             body = self.json_body()
             check_request(body, needs_max_tokens=True)
             model = str(body["model"])
+            forced = (body.get("tool_choice") or {}).get("type") == "tool"
+            if forced and model in sim.config.no_forced_tool_models:
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    f"tool_choice: forcing a tool is not supported with {model}; "
+                    "use output_config.format for structured output",
+                )
             fault = sim.faults.draw()
             await self._inject(fault)
             wait = sim.limiter.admit(model, count_input_tokens(body))

@@ -84,3 +84,28 @@ def test_route_priority_becomes_the_specialists_celery_priority(
     router, specialist = handle.trace()
     assert router.priority == PRIORITY_LEVELS["low"]
     assert specialist.priority == PRIORITY_LEVELS["high"]
+
+
+def test_output_cut_at_max_tokens_is_retried_then_reported(
+    dispatcher: Dispatcher, inject_faults: Callable[..., None]
+) -> None:
+    inject_faults(schedule=["truncate", "truncate"])
+
+    handle = dispatcher.submit(unique("Summarize the quarterly numbers"))
+    outcome = handle.wait(60)
+
+    assert outcome.status == "failed"
+    assert outcome.result["code"] == "invalid_output"
+    assert "cut off at max_tokens" in outcome.result["message"]
+    assert handle.trace()[0].attempts == 2
+
+
+def test_one_truncated_answer_is_recovered_by_the_stricter_retry(
+    dispatcher: Dispatcher, inject_faults: Callable[..., None]
+) -> None:
+    inject_faults(schedule=["truncate"])
+
+    handle = dispatcher.submit(unique("Summarize the meeting notes"))
+
+    assert handle.wait(60).status == "done"
+    assert handle.trace()[0].attempts == 2

@@ -55,7 +55,6 @@ def ask(claude: ClaudeClient) -> StructuredResult:
         model="claude-haiku-4-5",
         system="Summarize.",
         user_blocks=["Summarize the tradeoffs of Redis as a message broker"],
-        tool_name="submit_summary",
         output_model=Summary,
         max_tokens=512,
     )

@@ -39,8 +39,8 @@ def test_each_step_is_handled_by_its_own_agent_queue_and_worker(dispatcher: Disp
     assert router.worker.startswith("router.")
     assert specialist.worker is not None
     assert specialist.worker.startswith("summarizer.")
-    assert router.model == "claude-haiku-4-5"  # fast tier routes
-    assert specialist.model == "claude-sonnet-4-6"  # strong tier answers
+    assert router.model == "claude-haiku-5-5"  # fast tier routes
+    assert specialist.model == "claude-sonnet-5-5"  # strong tier answers
     route = router.message["payload"]["context"]["route"]
     assert route["agent"] == "summarizer"
     assert route["priority"] in {"high", "normal", "low"}

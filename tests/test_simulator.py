@@ -89,6 +89,19 @@ def test_output_config_json_schema_answers_with_conforming_json_text(
     Report.model_validate(json.loads(block.text))
 
 
+def test_models_that_refuse_a_forced_tool_answer_400_like_the_api(
+    client: anthropic.Anthropic,
+) -> None:
+    with pytest.raises(anthropic.BadRequestError, match=r"output_config\.format"):
+        client.messages.create(
+            model="claude-sonnet-5-5",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Review the plan"}],
+            tools=[{"name": "answer", "input_schema": ROUTE_SCHEMA}],
+            tool_choice={"type": "tool", "name": "answer"},
+        )
+
+
 def test_plain_requests_get_plainly_simulated_text(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model="claude-haiku-4-5",

@@ -12,7 +12,7 @@ from typing import Any
 
 import anthropic
 from anthropic import APIResponse
-from anthropic.types import CacheControlEphemeralParam, Message, TextBlockParam, ToolParam
+from anthropic.types import CacheControlEphemeralParam, Message, TextBlockParam
 from pydantic import BaseModel, ValidationError
 
 from workers.models import Usage
@@ -42,7 +42,6 @@ class Reply:
 class _Request:
     model: str
     system: str
-    tool_name: str
     schema: dict[str, Any]
     max_tokens: int
     user_id: str | None
@@ -83,21 +82,23 @@ class ClaudeClient:
         model: str,
         system: str,
         user_blocks: list[str],
-        tool_name: str,
         output_model: type[BaseModel],
         max_tokens: int,
         user_id: str | None = None,
     ) -> StructuredResult:
-        """Force a tool whose input schema is `output_model`; retry once, stricter, on a miss.
+        """Ask for JSON matching `output_model`; retry once, stricter, when the answer misses.
 
+        The schema goes out as `output_config.format` (structured outputs): current models
+        refuse a forced tool_choice. The SDK's `transform_schema` moves constraints the API
+        does not enforce into descriptions; the full model validates the answer here.
         Raises ModelCallError (carrying the replies already paid for) when the API fails.
         """
-        schema = output_model.model_json_schema()
+        schema = anthropic.transform_schema(output_model)
         replies: list[Reply] = []
         prompt = list(user_blocks)
         error = ""
         fields: tuple[str, ...] = ()
-        request = _Request(model, system, tool_name, schema, max_tokens, user_id)
+        request = _Request(model, system, schema, max_tokens, user_id)
         for _attempt in range(2):
             try:
                 reply = self._call(request, prompt)
@@ -109,7 +110,7 @@ class ClaudeClient:
                 output = _validate(reply, output_model)
             except _Invalid as exc:
                 error, fields = str(exc), exc.fields
-                prompt = [*user_blocks, _stricter(error, tool_name)]
+                prompt = [*user_blocks, _stricter(error)]
                 continue
             return StructuredResult(output=output, replies=tuple(replies), error=None)
         return StructuredResult(
@@ -118,19 +119,14 @@ class ClaudeClient:
 
     def _call(self, request: _Request, prompt: list[str]) -> Reply:
         started = time.perf_counter()
-        # Cache the stable prefix (tool schema + system prompt) and the request itself, so a
-        # stricter retry or a repeated request reads it back at a tenth of the input price.
+        # Cache the stable prefix (system prompt) and the request itself, so a stricter retry
+        # or a repeated request reads it back at a tenth of the input price.
         ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
         content: list[TextBlockParam] = [{"type": "text", "text": block} for block in prompt]
         content[0]["cache_control"] = ephemeral
         system: list[TextBlockParam] = [
             {"type": "text", "text": request.system, "cache_control": ephemeral}
         ]
-        tool: ToolParam = {
-            "name": request.tool_name,
-            "description": "Return your answer by calling this tool exactly once.",
-            "input_schema": request.schema,
-        }
 
         def create() -> APIResponse[Message]:
             return self._sdk.messages.with_raw_response.create(
@@ -138,15 +134,14 @@ class ClaudeClient:
                 max_tokens=request.max_tokens,
                 system=system,
                 messages=[{"role": "user", "content": content}],
-                tools=[tool],
-                tool_choice={"type": "tool", "name": request.tool_name},
+                output_config={"format": {"type": "json_schema", "schema": request.schema}},
                 metadata={"user_id": request.user_id} if request.user_id else anthropic.omit,
             )
 
         raw, retries = call_with_retries(self._policy, create)
         message = raw.parse()
         latency_ms = (time.perf_counter() - started) * 1000
-        raw_text, data = _extract(message, request.tool_name)
+        raw_text, data = _extract(message)
         usage = message.usage
         return Reply(
             model=request.model,
@@ -171,15 +166,9 @@ class _Invalid(Exception):
         self.fields = fields
 
 
-def _extract(message: Message, tool_name: str) -> tuple[str, object | None]:
-    """Prefer the forced tool's input; fall back to JSON found in text blocks."""
-    texts: list[str] = []
-    for block in message.content:
-        if block.type == "tool_use" and block.name == tool_name:
-            return json.dumps(block.input), block.input
-        if block.type == "text":
-            texts.append(block.text)
-    text = "".join(texts)
+def _extract(message: Message) -> tuple[str, object | None]:
+    """The answer's text and, when it is JSON, the parsed value."""
+    text = "".join(block.text for block in message.content if block.type == "text")
     try:
         return text, json.loads(text)
     except ValueError:
@@ -203,9 +192,9 @@ def _validate(reply: Reply, output_model: type[BaseModel]) -> BaseModel:
         raise _Invalid(f"the output did not match the schema: {detail}", fields) from None
 
 
-def _stricter(error: str, tool_name: str) -> str:
+def _stricter(error: str) -> str:
     return (
-        f"Your previous answer was rejected: {error}. "
-        f"Call the tool {tool_name} exactly once with input that satisfies its JSON schema. "
+        f"Your previous answer was rejected: {error}. Answer again with one JSON object that "
+        "satisfies the output schema exactly, including the constraints in its descriptions. "
         "No prose, no extra fields."
     )

@@ -181,7 +181,6 @@ def _call(
             model=runtime.settings.model_for(spec.tier),
             system=spec.system_prompt,
             user_blocks=_prompt(request),
-            tool_name=f"submit_{spec.name}",
             output_model=spec.output_model,
             max_tokens=spec.max_tokens,
             user_id=task_id,

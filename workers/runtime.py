@@ -12,18 +12,21 @@ from functools import cached_property
 import redis
 
 from workers.claude import ClaudeClient
-from workers.models import DEFAULT_PRICES, Price
+from workers.models import Price
 from workers.settings import Settings, SettingsError
 from workers.state import TaskState
 
 
 class Runtime:
-    def __init__(self, settings: Settings, prices: dict[str, Price] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self.prices: dict[str, Price] = dict(settings.prices)
         missing = sorted({m for m in settings.tiers.values() if m not in self.prices})
         if missing:
-            raise SettingsError(f"no price configured for model(s) {', '.join(missing)}")
+            raise SettingsError(
+                f"no price configured for model(s) {', '.join(missing)}: add them to the "
+                "CHORUS_CONFIG file's [prices] (integer micro-dollars per million tokens)"
+            )
         self.pid = os.getpid()
         self._lock = threading.Lock()
 

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from workers.models import DEFAULT_TIERS, Tier
+from workers.config import load_config
+from workers.models import DEFAULT_PRICES, DEFAULT_TIERS, Price, Tier
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -21,6 +22,8 @@ class Settings:
     """Never logged or printed: excluded from repr on purpose."""
     tiers: Mapping[Tier, str] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     """Model id per tier; agents name a tier, never a model."""
+    prices: Mapping[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    """Price per model id, in integer micro-dollars per million tokens."""
     max_depth: int = 5
     """Delegation hops allowed below a task's root message."""
     call_timeout: float = 60.0
@@ -40,7 +43,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         base = cls()
-        tiers = dict(base.tiers)
+        tiers, prices = dict(base.tiers), dict(base.prices)
+        if env.get("CHORUS_CONFIG"):
+            file_tiers, file_prices = load_config(env["CHORUS_CONFIG"])
+            tiers.update(file_tiers)
+            prices.update(file_prices)
         for tier in tiers:
             tiers[tier] = env.get(f"CHORUS_MODEL_{tier.upper()}", tiers[tier])
         return replace(
@@ -49,6 +56,7 @@ class Settings:
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
             anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
             tiers=tiers,
+            prices=prices,
             max_depth=_int(env, "CHORUS_MAX_DEPTH", base.max_depth),
             call_timeout=_float(env, "CHORUS_CALL_TIMEOUT", base.call_timeout),
             call_retries=_int(env, "CHORUS_CALL_RETRIES", base.call_retries),
