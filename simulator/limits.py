@@ -22,7 +22,8 @@ class Limits:
 
 @dataclass
 class _Window:
-    events: deque[tuple[float, int, int]] = field(default_factory=deque)  # (t, input, output)
+    events: deque[tuple[float, int, int, int]] = field(default_factory=deque)
+    """(time, requests, input tokens, output tokens)"""
 
     def trim(self, now: float) -> None:
         while self.events and self.events[0][0] <= now - WINDOW:
@@ -30,9 +31,9 @@ class _Window:
 
     def totals(self) -> tuple[int, int, int]:
         return (
-            len(self.events),
             sum(e[1] for e in self.events),
             sum(e[2] for e in self.events),
+            sum(e[3] for e in self.events),
         )
 
 
@@ -58,14 +59,14 @@ class RateLimiter:
             self.rejected += 1
             oldest = window.events[0][0] if window.events else now
             return max(0.001, oldest + WINDOW - now)
-        window.events.append((now, input_tokens, 0))
+        window.events.append((now, 1, input_tokens, 0))
         return None
 
     def settle(self, model: str, output_tokens: int, now: float | None = None) -> None:
         """Add the output tokens of an answered request to the window."""
         now = time.monotonic() if now is None else now
         window = self._windows.setdefault(model, _Window())
-        window.events.append((now, 0, output_tokens))
+        window.events.append((now, 0, 0, output_tokens))
 
     def headers(self, model: str, now: float | None = None) -> dict[str, str]:
         now = time.monotonic() if now is None else now
