@@ -109,3 +109,19 @@ def test_one_truncated_answer_is_recovered_by_the_stricter_retry(
 
     assert handle.wait(60).status == "done"
     assert handle.trace()[0].attempts == 2
+
+
+def test_a_retried_call_counts_on_the_message_and_shows_in_the_trace(
+    dispatcher: Dispatcher, inject_faults: Callable[..., None]
+) -> None:
+    inject_faults(schedule=["rate_limit", "overloaded"], retry_after=0.05)
+
+    handle = dispatcher.submit(unique("Summarize the release notes"))
+    outcome = handle.wait(60)
+
+    assert outcome.status == "done"
+    router = handle.trace()[0]
+    assert router.retries == 2
+    assert [event["status"] for event in router.retry_log] == [429, 529]
+    assert router.message["retry_count"] == 2
+    assert outcome.retries == 2
