@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 
-from dispatcher.dispatcher import Dispatcher, agents_for
+from dispatcher.dispatcher import PATTERNS, Dispatcher, agents_for
 from dispatcher.embedded import EmbeddedStack, node_name
+from dispatcher.progress import watch
 from dispatcher.render import describe_steps, outcome_document, step_summary, usd
 from messages import ChorusError
 from workers.app import create_app
@@ -45,7 +47,19 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="submit one request and wait for its answer")
     run.add_argument("text")
-    run.add_argument("--pattern", default="route", choices=["route"])
+    run.add_argument("--pattern", default="route", choices=list(PATTERNS))
+    run.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    run.add_argument(
+        "--steps", help="pipeline: comma-separated agents (default research,drafter,critic)"
+    )
+    run.add_argument(
+        "--aspect", action="append", metavar="NAME=INSTRUCTIONS", help="fanout: repeatable"
+    )
+    run.add_argument("--analysts", type=int, help="consensus: how many (default 3)")
+    run.add_argument("--quorum", type=int, help="consensus: valid verdicts needed (default 2)")
+    run.add_argument("--review-below", type=float, help="consensus: confidence for human review")
+    run.add_argument("--max-rounds", type=int, help="evaluate: revision rounds (default 2)")
+    run.add_argument("--max-subtasks", type=int, help="orchestrate: bound on subtasks (default 5)")
     run.add_argument("--json", action="store_true", help="print one JSON document")
     run.add_argument(
         "--embedded", action="store_true", help="start Redis, workers and simulator for this run"
@@ -63,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run the local Anthropic-compatible simulator")
     sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="options of python -m simulator")
     sim.set_defaults(handler=cmd_sim)
+
+    review = sub.add_parser("review", help="tasks waiting for a human decision")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    review_sub.add_parser("list", help="pending reviews, oldest first")
+    for name in ("show", "approve", "reject"):
+        command = review_sub.add_parser(name, help=f"{name} one task")
+        command.add_argument("task_id")
+        if name != "show":
+            command.add_argument("--note", default="", required=name == "reject")
+            command.add_argument("--reviewer", default=os.environ.get("USER", "unknown"))
+    review.set_defaults(handler=cmd_review)
 
     status = sub.add_parser("status", help="show a task's status and steps")
     status.add_argument("task_id")
@@ -82,7 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             dispatcher = Dispatcher()
             dispatcher.require_workers(agents)
-        handle = dispatcher.submit(args.text, pattern=args.pattern)
+        handle = dispatcher.submit(
+            args.text, pattern=args.pattern, priority=args.priority, **_pattern_options(args)
+        )
+        if not args.json and sys.stdout.isatty():
+            watch(handle, args.timeout)
         outcome = handle.wait(args.timeout)
         document = outcome_document(outcome, handle)
         lines = describe_steps(handle.trace())
@@ -92,11 +121,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"task {outcome.task_id}: {outcome.status}")
         print("\n".join(lines))
         print(_totals(document))
-    return 0 if outcome.ok else 1
+        if outcome.status == "needs_review":
+            print(f"waiting for a human: chorus review show {outcome.task_id}")
+    return EXIT_CODES.get(outcome.status, 1)
+
+
+EXIT_CODES = {"done": 0, "needs_review": 3}
+
+
+def _pattern_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.steps:
+        options["steps"] = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if args.aspect:
+        aspects = []
+        for item in args.aspect:
+            name, _, instructions = item.partition("=")
+            if not name or not instructions:
+                raise ChorusError(f"--aspect needs NAME=INSTRUCTIONS, got {item!r}")
+            aspects.append((name.strip(), instructions.strip()))
+        options["aspects"] = aspects
+    for flag in ("analysts", "quorum", "review_below", "max_rounds", "max_subtasks"):
+        value = getattr(args, flag)
+        if value is not None:
+            options[flag] = value
+    return options
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    agents = list(AGENTS)
+    agents = agents_for("route")
     print("Chorus demo: a router agent classifies each request and delegates it to a specialist.")
     print("Each agent is its own Celery worker consuming its own queue; Redis is the broker.\n")
     failures = 0
@@ -113,6 +166,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {_totals(outcome_document(outcome, handle))}")
     print("\nStopped the workers and everything the demo started.")
     return 1 if failures else 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    queue = Dispatcher().reviews
+    if args.review_command == "list":
+        pending = queue.list()
+        if not pending:
+            print("no task is waiting for review")
+        for item in pending:
+            print(f"{item.task_id}  waiting since {item.since}  {item.summary}")
+        return 0
+    if args.review_command == "show":
+        print(json.dumps(queue.show(args.task_id), indent=2))
+        return 0
+    approve = args.review_command == "approve"
+    queue.decide(args.task_id, approve=approve, note=args.note, reviewer=args.reviewer)
+    print(f"task {args.task_id}: {'approved' if approve else 'rejected'}")
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

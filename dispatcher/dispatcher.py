@@ -10,13 +10,15 @@ import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
+from dispatcher import patterns
+from dispatcher.review import ReviewQueue
 from messages import AgentMessage, ChorusError, TaskRequest
 from workers.app import ChorusApp, create_app
-from workers.registry import PRIORITY_LEVELS, ROUTER_TARGETS, get_agent
+from workers.registry import PRIORITY_LEVELS, get_agent
 from workers.state import StepRecord, TaskState
-from workers.tasks import agent_signature
 
-PATTERNS = ("route",)
+PATTERNS = tuple(patterns.PATTERNS)
+FINISHED = frozenset({"done", "failed", "rejected", "needs_review"})
 
 
 class NoWorkerError(ChorusError):
@@ -87,17 +89,23 @@ class TaskHandle:
         return info
 
     def wait(self, timeout: float = 120.0) -> TaskOutcome:
-        """Block until the task's final message arrives; raises TaskTimeoutError, never hangs."""
-        result = AsyncResult(self.task_id, app=self._dispatcher.app)
-        try:
-            raw = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
-        except CeleryTimeout:
-            raise TaskTimeoutError(
-                self.task_id, timeout, self.status().get("status", "unknown")
-            ) from None
-        if not isinstance(raw, dict):
-            raise ChorusError(f"task {self.task_id} ended without a message: {raw!r}")
-        message = AgentMessage.from_dict(raw)
+        """Block until the task's final message arrives; raises TaskTimeoutError, never hangs.
+
+        A task that already ended (or waits for review) is answered from its recorded state,
+        so this works after the Celery result has expired too.
+        """
+        message = self._recorded_final()
+        if message is None:
+            result = AsyncResult(self.task_id, app=self._dispatcher.app)
+            try:
+                raw = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+            except CeleryTimeout:
+                raise TaskTimeoutError(
+                    self.task_id, timeout, self.status().get("status", "unknown")
+                ) from None
+            if not isinstance(raw, dict):
+                raise ChorusError(f"task {self.task_id} ended without a message: {raw!r}")
+            message = AgentMessage.from_dict(raw)
         info = self._dispatcher.state.task_info(self.task_id)
         return TaskOutcome(
             task_id=self.task_id,
@@ -111,6 +119,16 @@ class TaskHandle:
             cache_read_input_tokens=int(info.get("cache_read_input_tokens", 0)),
             retries=int(info.get("retries", 0)),
         )
+
+    def _recorded_final(self) -> AgentMessage | None:
+        info = self._dispatcher.state.task_info(self.task_id)
+        final_id = info.get("final_message_id")
+        if info.get("status") not in FINISHED or not final_id:
+            return None
+        for step in self.trace():
+            if step.message.get("message_id") == final_id:
+                return AgentMessage.from_dict(step.message)
+        return None
 
     def trace(self) -> list[StepRecord]:
         """Every step the task took, in completion order."""
@@ -156,19 +174,35 @@ class Dispatcher:
         pattern: str = "route",
         priority: str = "normal",
         check_workers: bool = False,
+        **options: Any,
     ) -> TaskHandle:
-        if pattern not in PATTERNS:
+        """Send `text` through a pattern; `options` go to its builder (see dispatcher.patterns).
+
+        route: priority. pipeline: steps. fanout: aspects. consensus: analysts, quorum,
+        review_below. evaluate: max_rounds. orchestrate: max_subtasks.
+        """
+        build = patterns.PATTERNS.get(pattern)
+        if build is None:
             raise ChorusError(f"unknown pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
         if priority not in PRIORITY_LEVELS:
             raise ChorusError(f"priority must be one of {', '.join(PRIORITY_LEVELS)}")
-        request = TaskRequest(text=text)
+        TaskRequest(text=text)  # refuse an empty or oversized request before anything is sent
         if check_workers:
             self.require_workers(agents_for(pattern))
-        root = AgentMessage.root(recipient="router", payload=request.model_dump())
+        if pattern == "route":
+            options["priority"] = PRIORITY_LEVELS[priority]
+        try:
+            root, canvas = build(self.app, text, **options)
+        except TypeError as exc:
+            raise ChorusError(f"pattern {pattern!r}: {exc}") from None
         self.state.submit(root.task_id, pattern=pattern, root_message=root.to_dict())
-        signature = agent_signature(self.app, root, priority=PRIORITY_LEVELS[priority])
-        signature.apply_async(task_id=root.task_id)
+        canvas.apply_async(task_id=root.task_id)
         return TaskHandle(self, root.task_id)
+
+    @property
+    def reviews(self) -> ReviewQueue:
+        """Tasks waiting for a human decision (consensus splits and low confidence)."""
+        return ReviewQueue(self.state)
 
     def handle(self, task_id: str) -> TaskHandle:
         return TaskHandle(self, task_id)
@@ -195,7 +229,7 @@ class Dispatcher:
 
 def agents_for(pattern: str) -> list[str]:
     """Agents whose queues a pattern may need (the router may pick any of its targets)."""
-    return ["router", *ROUTER_TARGETS]
+    return list(patterns.AGENTS_FOR.get(pattern, ()))
 
 
 def _redact(url: str) -> str:

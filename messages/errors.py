@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     INVALID_OUTPUT = "invalid_output"
     DEPTH_EXCEEDED = "depth_exceeded"
     MODEL_ERROR = "model_error"
+    QUORUM_NOT_MET = "quorum_not_met"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -80,3 +80,69 @@ class ErrorPayload(Payload):
     agent: str = Field(description="Agent whose step failed.")
     detail: dict[str, Any] = Field(default_factory=dict)
     raw_output: str | None = Field(default=None, description="Model output kept for debugging.")
+
+
+class Draft(Payload):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, description="The draft itself.")
+    key_claims: list[str] = Field(max_length=8, description="Claims a critic should check.")
+
+
+class Contradiction(Payload):
+    between: list[str] = Field(min_length=2, description="Names of the branches that disagree.")
+    description: str = Field(min_length=1, description="What they disagree about.")
+
+
+class MergedAnalysis(Payload):
+    """A merge that reports disagreement instead of inventing agreement."""
+
+    summary: str = Field(min_length=1)
+    agreements: list[str] = Field(max_length=10, description="Points every branch supports.")
+    contradictions: list[Contradiction] = Field(
+        max_length=10, description="Where branches disagree; empty only if none do."
+    )
+    missing: list[str] = Field(
+        max_length=10, description="Branches that failed or questions nobody answered."
+    )
+    recommendation: str = Field(min_length=1)
+
+
+Vote = Literal["APPROVE", "REJECT", "UNCERTAIN"]
+
+
+class Verdict(Payload):
+    verdict: Vote
+    confidence: float = Field(ge=0, le=1)
+    reasons: list[str] = Field(min_length=1, max_length=6)
+
+
+class Judgement(Payload):
+    consensus: Literal["APPROVE", "REJECT", "SPLIT"]
+    confidence: float = Field(ge=0, le=1)
+    key_agreements: list[str] = Field(max_length=8)
+    key_disagreements: list[str] = Field(max_length=8)
+    recommendation: str = Field(min_length=1)
+
+
+class Subtask(Payload):
+    name: str = Field(min_length=1, max_length=80, description="A short label.")
+    instructions: str = Field(min_length=1, description="What this worker should do.")
+
+
+class Plan(Payload):
+    subtasks: list[Subtask] = Field(min_length=1, max_length=10)
+
+
+class Synthesis(Payload):
+    summary: str = Field(min_length=1)
+    sections: list[str] = Field(min_length=1, max_length=10, description="One per subtask.")
+    gaps: list[str] = Field(max_length=10, description="Subtasks that failed or left gaps.")
+
+
+class EvaluatedDraft(Payload):
+    """The evaluator-optimizer's final answer: the last draft and the critique it got."""
+
+    draft: Draft
+    critique: Critique
+    rounds: int = Field(ge=1)
+    accepted: bool

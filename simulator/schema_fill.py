@@ -10,7 +10,9 @@ import hashlib
 import re
 from typing import Any
 
-MARK = "[simulated]"
+from simulator.scalars import MARK, formatted, integer, number, sized
+
+__all__ = ["MARK", "fill", "salient_words", "seed_for"]
 
 STOP_WORDS = frozenset(
     {
@@ -105,7 +107,7 @@ class _Filler:
         return seed_for(f"{self.seed}:{self.counter}")
 
     def value(self, schema: dict[str, Any], name: str, depth: int) -> Any:
-        schema = self._resolve(schema)
+        schema = _with_described_constraints(self._resolve(schema))
         if "const" in schema:
             return schema["const"]
         if "enum" in schema:
@@ -153,43 +155,53 @@ class _Filler:
         properties: dict[str, Any] = schema.get("properties", {})
         if depth > 6:
             properties = {k: v for k, v in properties.items() if k in schema.get("required", [])}
-        return {key: self.value(sub, key, depth + 1) for key, sub in properties.items()}
+        out = {key: self.value(sub, key, depth + 1) for key, sub in properties.items()}
+        extra = schema.get("additionalProperties")
+        wanted = int(schema.get("minProperties", 0)) - len(out)
+        if isinstance(extra, dict) and wanted > 0:
+            for i in range(wanted):
+                key = f"{self.words[i % len(self.words)]}_{i + 1}"
+                out[key] = self.value(extra, key, depth + 1)
+        return out
 
     def _array(self, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
-        low = int(schema.get("minItems", 0))
+        prefix: list[dict[str, Any]] = schema.get("prefixItems", [])
+        low = int(schema.get("minItems", len(prefix)))
         high = int(schema.get("maxItems", max(low, 3)))
         count = min(max(low, min(3, high)), high) if depth <= 6 else low
         if count == 0 and high > 0 and depth <= 6:
             count = min(2, high)
+        if prefix:
+            count = max(low, min(len(prefix), high))
         items = schema.get("items", {"type": "string"})
         singular = name[:-1] if name.endswith("s") else name
-        return [self.value(items, f"{singular} {i + 1}", depth + 1) for i in range(count)]
+        out: list[Any] = []
+        for i in range(count):
+            item = prefix[i] if i < len(prefix) else items
+            value = self.value(item, f"{singular} {i + 1}", depth + 1)
+            for _ in range(8 if schema.get("uniqueItems") else 0):
+                if value not in out:
+                    break
+                value = self.value(item, f"{singular} {i + 1}", depth + 1)
+            out.append(value)
+        return out
 
     def _integer(self, schema: dict[str, Any]) -> int:
-        low = int(schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1))
-        high = int(schema.get("maximum", schema.get("exclusiveMaximum", low + 11) - 1))
-        return low + self._next() % max(1, high - low + 1)
+        return integer(schema, self._next())
 
     def _number(self, schema: dict[str, Any]) -> float:
-        low = float(schema.get("minimum", schema.get("exclusiveMinimum", 0.0)))
-        high = float(schema.get("maximum", schema.get("exclusiveMaximum", low + 1.0)))
-        fraction = 0.55 + (self._next() % 40) / 100  # 0.55..0.94: inside open bounds too
-        return round(low + (high - low) * fraction, 2)
+        return number(schema, self._next())
 
     def _string(self, schema: dict[str, Any], name: str) -> str:
-        if schema.get("format") == "date-time":
-            return "2026-01-01T00:00:00Z"
+        special = formatted(schema.get("format"), self.words[0], self._next)
+        if special is not None:
+            return special
         start = self._next() % len(self.words)
         picked = [
             self.words[(start + i) % len(self.words)] for i in range(min(10, len(self.words)))
         ]
         label = name.replace("_", " ")
-        text = f"{MARK} {label}: {' '.join(picked)}."
-        low = int(schema.get("minLength", 0))
-        high = int(schema.get("maxLength", 10_000))
-        if len(text) > high:
-            text = text[:high]
-        return text.ljust(low, ".")
+        return sized(f"{MARK} {label}: {' '.join(picked)}.", picked, schema)
 
     def _choose(self, options: list[Any]) -> Any:
         """The option that best matches the request's words; else a repeatable pick."""
@@ -201,6 +213,27 @@ class _Filler:
         if best is not None:
             return best
         return options[self._next() % len(options)]
+
+
+_DESCRIBED = re.compile(r"\{((?:\s*\w+:\s*-?[\d.]+\s*,?)+)\}\s*$")
+
+
+def _with_described_constraints(schema: dict[str, Any]) -> dict[str, Any]:
+    """Constraints the API does not enforce travel in the description as `{maxItems: 8}` (the
+    SDK's transform_schema); a model reads and follows them, so the simulator does too."""
+    description = schema.get("description")
+    if not isinstance(description, str):
+        return schema
+    found = _DESCRIBED.search(description)
+    if not found:
+        return schema
+    extra: dict[str, Any] = {}
+    for part in found.group(1).split(","):
+        key, _, raw = part.partition(":")
+        if key.strip() and raw.strip():
+            number = float(raw)
+            extra.setdefault(key.strip(), int(number) if number.is_integer() else number)
+    return {**extra, **schema}
 
 
 def _match(option: str, words: list[str]) -> int:

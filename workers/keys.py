@@ -11,6 +11,9 @@ PREFIX = "chorus"
 DEAD_LETTERS = f"{PREFIX}:dlq"
 """Stream of terminal errors with the message and cause that produced them."""
 
+REVIEWS = f"{PREFIX}:reviews"
+"""Sorted set of task ids waiting for a human decision, scored by when they started waiting."""
+
 
 def task(task_id: str) -> str:
     """Hash: status, timestamps, pattern, running totals of tokens and cost."""

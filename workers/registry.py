@@ -9,7 +9,19 @@ from typing import Literal
 
 from pydantic import BaseModel, create_model
 
-from messages import CodeReview, Critique, ResearchFindings, RouteDecision, Summary
+from messages import (
+    CodeReview,
+    Critique,
+    Draft,
+    Judgement,
+    MergedAnalysis,
+    Plan,
+    ResearchFindings,
+    RouteDecision,
+    Summary,
+    Synthesis,
+    Verdict,
+)
 from workers.models import Tier
 
 PRIORITY_LEVELS = {"high": 0, "normal": 3, "low": 6}
@@ -90,6 +102,75 @@ _SPECIALISTS = (
 )
 
 
+_WORKFLOW_AGENTS = (
+    AgentSpec(
+        name="drafter",
+        purpose="Writes (and revises) a draft from the request and earlier findings.",
+        system_prompt=(
+            "You write clear, well-structured drafts. Use the findings given as context, keep "
+            "every claim traceable to them, and when a critique is given, fix what it names."
+        ),
+        tier="strong",
+        output_model=Draft,
+        max_tokens=4096,
+    ),
+    AgentSpec(
+        name="merger",
+        purpose="Reconciles parallel analyses, reporting contradictions instead of hiding them.",
+        system_prompt=(
+            "You merge analyses written independently. Never invent agreement: when two "
+            "analyses disagree, list the contradiction and name both sides. Name any branch "
+            "that failed or left a question open."
+        ),
+        tier="strong",
+        output_model=MergedAnalysis,
+        max_tokens=2048,
+    ),
+    AgentSpec(
+        name="analyst",
+        purpose="Assesses a proposal independently and votes APPROVE, REJECT or UNCERTAIN.",
+        system_prompt=(
+            "You assess the proposal on your own, from the perspective you are given. Vote "
+            "APPROVE, REJECT or UNCERTAIN, with your confidence and concrete reasons."
+        ),
+        tier="strong",
+        output_model=Verdict,
+    ),
+    AgentSpec(
+        name="judge",
+        purpose="Weighs independent verdicts and states the consensus, or that there is none.",
+        system_prompt=(
+            "You judge a set of independent verdicts. State APPROVE or REJECT only when the "
+            "verdicts support it; otherwise SPLIT. Give your confidence, what they agree and "
+            "disagree on, and a recommendation."
+        ),
+        tier="strong",
+        output_model=Judgement,
+    ),
+    AgentSpec(
+        name="orchestrator",
+        purpose="Splits a task into independent subtasks for parallel workers.",
+        system_prompt=(
+            "You plan work for parallel workers. Split the request into independent subtasks, "
+            "each with a short snake_case name and precise instructions. No overlaps."
+        ),
+        tier="strong",
+        output_model=Plan,
+    ),
+    AgentSpec(
+        name="synthesizer",
+        purpose="Combines the workers' results into one answer and names the gaps.",
+        system_prompt=(
+            "You combine the results of parallel workers into one coherent answer, one section "
+            "per subtask, and list the subtasks that failed or left gaps."
+        ),
+        tier="strong",
+        output_model=Synthesis,
+        max_tokens=4096,
+    ),
+)
+
+
 def route_decision_model(targets: tuple[str, ...]) -> type[RouteDecision]:
     """RouteDecision narrowed to the registered targets, so the schema itself forbids others."""
     agent_type = Literal[targets]  # type: ignore[valid-type]
@@ -114,7 +195,9 @@ ROUTER = AgentSpec(
     max_tokens=512,
 )
 
-AGENTS: Mapping[str, AgentSpec] = {spec.name: spec for spec in (ROUTER, *_SPECIALISTS)}
+AGENTS: Mapping[str, AgentSpec] = {
+    spec.name: spec for spec in (ROUTER, *_SPECIALISTS, *_WORKFLOW_AGENTS)
+}
 
 
 def get_agent(name: str) -> AgentSpec:

@@ -12,15 +12,24 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
-from messages import AgentMessage, ErrorCode, ErrorPayload, MessageType, RouteDecision, TaskRequest
+from messages import AgentMessage, ErrorCode, ErrorPayload, MessageType, TaskRequest
 from messages.envelope import ID_PATTERN, PRODUCER
 from workers.claude import Reply
+from workers.flow import (
+    Continuation,
+    StepFailed,
+    StepOptions,
+    StepResult,
+    branch_status,
+    gather,
+    next_step,
+    output_model,
+)
 from workers.models import cost_micro_usd
-from workers.registry import AGENTS, ROUTER_TARGETS, AgentSpec
+from workers.registry import AgentSpec
 from workers.retry import ModelCallError, RetryEvent
 from workers.runtime import Runtime
 from workers.state import StepRecord, utc_iso
@@ -43,46 +52,35 @@ class Delivery:
 @dataclass(frozen=True)
 class Outcome:
     message: AgentMessage
-    record: StepRecord
-
-    @property
-    def delegate_to(self) -> str | None:
-        """The agent to continue with, when the step delegated instead of answering."""
-        if self.message.message_type is MessageType.TASK:
-            return self.message.recipient
-        return None
-
-
-class StepFailed(Exception):
-    """Internal control flow: ends a step with an error result carrying `code`."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        *,
-        replies: tuple[Reply, ...] = (),
-        retries: tuple[RetryEvent, ...] = (),
-        **detail: Any,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.detail = detail
-        self.replies = replies
-        """Model calls already made (and paid for) before the step failed."""
-        self.retries = retries
-        """Retries of the call that finally failed (those of earlier replies are on them)."""
+    record: StepRecord | None
+    """None when the step passed an earlier error through without doing anything."""
+    continuation: Continuation | None = None
 
 
 def run_agent(
-    runtime: Runtime, spec: AgentSpec, raw: object, delivery: Delivery, *, final: bool
+    runtime: Runtime,
+    spec: AgentSpec,
+    received: object,
+    delivery: Delivery,
+    *,
+    message: object = None,
+    options: object = None,
 ) -> Outcome:
-    """Handle one delivered message for `spec`; always returns an output message."""
+    """Handle one delivery for `spec`; always returns an output message.
+
+    `received` is the message for this agent, or (for a chord's body) the list of branch
+    answers, in which case `message` is the one addressed to this agent.
+    """
     started_at, t0 = utc_iso(), time.perf_counter()
+    gathered = received if isinstance(received, list) else None
+    raw = message if gathered is not None else received
     try:
         incoming = AgentMessage.from_dict(raw)
+        plan = StepOptions.model_validate(options or {})
     except ValueError as exc:
         return _reject_undecodable(runtime, spec, raw, str(exc), delivery, started_at)
+    if incoming.message_type is MessageType.ERROR and gathered is None:
+        return Outcome(incoming, None)  # an earlier step failed: pass its error on, untouched
 
     state = runtime.state
     done = state.begin_step(incoming.task_id, incoming.message_id)
@@ -92,31 +90,36 @@ def run_agent(
 
     replies: tuple[Reply, ...] = ()
     failed_retries: tuple[RetryEvent, ...] = ()
+    result: StepResult | None = None
+    branches = None if gathered is None else branch_status(gathered, plan)
     try:
         request = _admit(runtime, spec, incoming)
-        output, replies = _call(runtime, spec, request, incoming.task_id)
-        message = _output_message(spec, incoming, request, output)
+        if gathered is not None:
+            request = gather(request, gathered, plan)
+        output, replies = _call(runtime, spec, request, incoming.task_id, plan)
+        result = next_step(spec, incoming, request, output, plan)
+        out = result.message
         status = "ok"
     except StepFailed as exc:
         replies = exc.replies or replies
         failed_retries = exc.retries
-        message = _error_message(spec, incoming, exc, replies)
+        out = _error_message(spec, incoming, exc, replies)
         status = "error"
     except Exception as exc:  # a bug must still end the task explicitly
         log.exception("agent %s failed on message %s", spec.name, incoming.message_id)
         failure = StepFailed(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-        message = _error_message(spec, incoming, failure, replies)
+        out = _error_message(spec, incoming, failure, replies)
         status = "error"
 
     retries = tuple(event for reply in replies for event in reply.retries) + failed_retries
     if retries:
-        message = message.model_copy(update={"retry_count": len(retries)})
+        out = out.model_copy(update={"retry_count": len(retries)})
     record = StepRecord(
         task_id=incoming.task_id,
         input_message_id=incoming.message_id,
         agent=spec.name,
         status=status,
-        message=message.to_dict(),
+        message=out.to_dict(),
         queue=delivery.queue,
         worker=delivery.worker,
         priority=delivery.priority,
@@ -124,6 +127,7 @@ def run_agent(
         attempts=len(replies),
         retries=len(retries),
         retry_log=[asdict(event) for event in retries],
+        branches=branches,
         usage=_sum_usage(replies),
         cost_micro_usd=sum(cost_micro_usd(r.usage, runtime.prices[r.model]) for r in replies),
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
@@ -131,13 +135,19 @@ def run_agent(
         started_at=started_at,
         finished_at=utc_iso(),
     )
-    final_status = _final_status(status, final=final, delivery=delivery, message=message)
+    if status == "error":
+        # Inside a chord the aggregating step decides; elsewhere an error ends the task.
+        final_status = None if delivery.in_chord else "failed"
+    else:
+        final_status = result.final_status if result else None
     stored = state.record_step(record, final_status=final_status)
     if stored is not record:  # a concurrent redelivery won the race: its result stands
         return Outcome(AgentMessage.from_dict(stored.message), stored)
     if status == "error":
-        _dead_letter(runtime, spec, incoming.to_dict(), message)
-    return Outcome(message, record)
+        _dead_letter(runtime, spec, raw, out)
+    elif final_status == "needs_review":
+        state.open_review(incoming.task_id)
+    return Outcome(out, record, result.continuation if result else None)
 
 
 # -- phases ---------------------------------------------------------------------------------
@@ -174,65 +184,29 @@ def _admit(runtime: Runtime, spec: AgentSpec, incoming: AgentMessage) -> TaskReq
 
 
 def _call(
-    runtime: Runtime, spec: AgentSpec, request: TaskRequest, task_id: str
+    runtime: Runtime, spec: AgentSpec, request: TaskRequest, task_id: str, plan: StepOptions
 ) -> tuple[BaseModel, tuple[Reply, ...]]:
     try:
         result = runtime.claude.structured(
             model=runtime.settings.model_for(spec.tier),
             system=spec.system_prompt,
             user_blocks=_prompt(request),
-            output_model=spec.output_model,
+            output_model=output_model(spec, plan),
             max_tokens=spec.max_tokens,
             user_id=task_id,
         )
     except ModelCallError as exc:
-        raise StepFailed(
-            ErrorCode.MODEL_ERROR,
-            str(exc),
-            replies=cast(tuple[Reply, ...], exc.replies),
-            retries=exc.retries,
-            http_status=exc.status,
-        ) from None
+        failure = StepFailed(ErrorCode.MODEL_ERROR, str(exc), http_status=exc.status)
+        failure.replies, failure.retries = exc.replies, exc.retries
+        raise failure from None
     if result.output is None:
         code = ErrorCode.INVALID_OUTPUT
         if spec.name == "router" and result.error_fields == ("agent",):
             code = ErrorCode.UNKNOWN_AGENT
-        raise StepFailed(
-            code, f"model output rejected twice: {result.error}", replies=result.replies
-        )
+        failure = StepFailed(code, f"model output rejected twice: {result.error}")
+        failure.replies = result.replies
+        raise failure
     return result.output, result.replies
-
-
-def _output_message(
-    spec: AgentSpec, incoming: AgentMessage, request: TaskRequest, output: BaseModel
-) -> AgentMessage:
-    if isinstance(output, RouteDecision):
-        decision = check_route(output)
-        payload = TaskRequest(
-            text=request.text,
-            instructions=request.instructions,
-            context={**request.context, "route": decision.model_dump()},
-        )
-        return incoming.child(
-            sender=spec.name, recipient=decision.agent, payload=payload.model_dump()
-        )
-    return incoming.child(
-        sender=spec.name,
-        recipient=PRODUCER,
-        payload=output.model_dump(mode="json"),
-        message_type=MessageType.RESULT,
-    )
-
-
-def check_route(decision: RouteDecision) -> RouteDecision:
-    """Model output never names an agent outside the registry's router targets."""
-    if decision.agent not in ROUTER_TARGETS or decision.agent not in AGENTS:
-        raise StepFailed(
-            ErrorCode.UNKNOWN_AGENT,
-            f"router chose {decision.agent!r}, which is not one of {', '.join(ROUTER_TARGETS)}",
-            agent=decision.agent,
-        )
-    return decision
 
 
 def _prompt(request: TaskRequest) -> list[str]:
@@ -317,17 +291,6 @@ def _dead_letter(runtime: Runtime, spec: AgentSpec, body: object, error: AgentMe
         error=str(error.payload.get("message")),
         body=body,
     )
-
-
-def _final_status(
-    status: str, *, final: bool, delivery: Delivery, message: AgentMessage
-) -> str | None:
-    if status == "error":
-        # Inside a chord the aggregating step decides; elsewhere an error ends the task.
-        return None if delivery.in_chord else "failed"
-    if final and message.message_type is MessageType.RESULT:
-        return "done"
-    return None
 
 
 def _sum_usage(replies: tuple[Reply, ...]) -> dict[str, int]:

@@ -7,6 +7,7 @@ neither adds a second blackboard entry nor counts its tokens twice.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -18,7 +19,9 @@ from workers import keys
 DEAD_LETTER_MAXLEN = 100_000
 DEAD_LETTER_BODY_LIMIT = 64_000
 
-TERMINAL = frozenset({"done", "failed"})
+TERMINAL = frozenset({"done", "failed", "rejected"})
+REVIEW_TTL = 30 * 24 * 3600
+"""Seconds a task waiting for a human keeps its state, whatever CHORUS_STATE_TTL says."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class StepRecord:
     retries: int = 0
     """Transport retries (429, 529, 5xx, timeouts) across those calls."""
     retry_log: list[dict[str, Any]] = field(default_factory=list)
+    branches: list[dict[str, str]] | None = None
+    """For a chord's body: each branch's name and whether it answered (ok) or failed."""
     usage: dict[str, int] = field(default_factory=dict)
     cost_micro_usd: int = 0
     latency_ms: float = 0.0
@@ -82,12 +87,21 @@ _BEGIN_STEP = """
 local done = redis.call('HGET', KEYS[2], ARGV[3])
 if done then return done end
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'done' and status ~= 'failed' then
+if status ~= 'done' and status ~= 'failed' and status ~= 'needs_review' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[1])
   redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
 return false
+"""
+
+
+_DECIDE_REVIEW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'needs_review' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[6], 'review_decision', ARGV[2], 'review_note', ARGV[3],
+           'reviewer', ARGV[4], 'reviewed_at', ARGV[5], 'updated_at', ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
 """
 
 
@@ -103,6 +117,7 @@ class TaskState:
         self._ttl = ttl
         self._record_step = client.register_script(_RECORD_STEP)
         self._begin_step = client.register_script(_BEGIN_STEP)
+        self._decide = client.register_script(_DECIDE_REVIEW)
 
     # -- producer side ------------------------------------------------------------------------
 
@@ -180,6 +195,37 @@ class TaskState:
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,
         )
+
+    # -- human review --------------------------------------------------------------------------
+
+    def open_review(self, task_id: str) -> None:
+        """Queue the task for a human and keep its state until someone decides."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.REVIEWS, {task_id: time.time()})
+            for key in (keys.task(task_id), keys.board(task_id), keys.trace(task_id)):
+                pipe.expire(key, REVIEW_TTL)
+            pipe.execute()
+
+    def decide_review(self, task_id: str, *, approve: bool, note: str, reviewer: str) -> bool:
+        """Record the decision on the task; False when the task is not waiting for review."""
+        decided = self._decide(
+            keys=[keys.task(task_id), keys.REVIEWS],
+            args=[
+                task_id,
+                "approved" if approve else "rejected",
+                note,
+                reviewer,
+                utc_iso(),
+                "done" if approve else "rejected",
+            ],
+        )
+        return bool(decided)
+
+    def pending_reviews(self) -> list[tuple[str, float]]:
+        entries = cast(
+            list[tuple[bytes, float]], self._redis.zrange(keys.REVIEWS, 0, -1, withscores=True)
+        )
+        return [(task_id.decode(), score) for task_id, score in entries]
 
     # -- readers ------------------------------------------------------------------------------
 

@@ -1,12 +1,15 @@
-"""One Celery task per agent, each a thin shell around the shared runner."""
+"""One Celery task per agent, each a thin shell around the shared runner, plus the signatures
+that put a message on an agent's queue."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
-from celery import Task
+from celery import Task, chain, chord, group
 
-from messages import AgentMessage
+from messages import AgentMessage, TaskRequest
+from workers.flow import Continuation, StepOptions
 from workers.registry import AGENTS, PRIORITY_LEVELS, AgentSpec, get_agent
 from workers.runner import Delivery, run_agent
 
@@ -20,20 +23,89 @@ def register_agent_tasks(app: ChorusApp) -> None:
 
 
 def agent_signature(
-    app: ChorusApp, message: AgentMessage, *, final: bool = True, priority: int | None = None
+    app: ChorusApp,
+    message: AgentMessage | None,
+    options: StepOptions | None = None,
+    *,
+    agent: str | None = None,
+    priority: int | None = None,
 ) -> Any:
-    """The Celery signature that delivers `message` to its recipient's queue."""
-    spec = get_agent(message.recipient)
-    options: dict[str, Any] = {"queue": spec.queue}
+    """The signature that delivers `message` to its recipient's queue.
+
+    With `message=None` the step takes its input from the previous step of a chain.
+    """
+    spec = get_agent(agent or (message.recipient if message else ""))
+    args = () if message is None else (message.to_dict(),)
+    extra: dict[str, Any] = {"queue": spec.queue}
     if priority is not None:
-        options["priority"] = priority
-    return app.signature(
-        spec.task_name, args=(message.to_dict(),), kwargs={"final": final}, **options
+        extra["priority"] = priority
+    kwargs = {"options": (options or StepOptions()).model_dump()}
+    return app.signature(spec.task_name, args=args, kwargs=kwargs, **extra)
+
+
+def aggregate_signature(app: ChorusApp, message: AgentMessage, options: StepOptions) -> Any:
+    """A chord body: the branch answers arrive as its first argument, `message` beside them."""
+    spec = get_agent(message.recipient)
+    kwargs = {"message": message.to_dict(), "options": options.model_dump()}
+    return app.signature(spec.task_name, kwargs=kwargs, queue=spec.queue)
+
+
+def branch_signatures(
+    app: ChorusApp,
+    parent: AgentMessage,
+    agent: str,
+    branches: list[tuple[str, str]],
+    pattern: str,
+) -> list[Any]:
+    """One task per (name, instructions), each a child of `parent`, none final."""
+    request = TaskRequest.model_validate(parent.payload)
+    signatures = []
+    for name, instructions in branches:
+        payload = TaskRequest(
+            text=request.text, instructions=instructions, context={"branch": name}
+        )
+        branch = parent.child(sender=parent.sender, recipient=agent, payload=payload.model_dump())
+        signatures.append(agent_signature(app, branch, StepOptions(pattern=pattern, final=False)))
+    return signatures
+
+
+def continuation_signature(app: ChorusApp, step: Continuation, plan: StepOptions) -> Any:
+    """The canvas a step replaces itself with when the workflow grows at run time."""
+    if step.kind == "delegate":
+        priority = PRIORITY_LEVELS.get(step.priority or "")
+        return agent_signature(app, step.message, plan, priority=priority)
+    later = step.options or plan
+    if step.kind == "revise":
+        drafting = later.model_copy(update={"forward_to": "critic", "final": False})
+        return chain(
+            agent_signature(app, step.message, drafting),
+            agent_signature(app, None, later, agent="critic"),
+        )
+    names = _labels([subtask.name for subtask in step.subtasks])
+    header = branch_signatures(
+        app,
+        step.message,
+        "research",
+        [(name, s.instructions) for name, s in zip(names, step.subtasks, strict=True)],
+        later.pattern,
     )
+    body_options = later.model_copy(update={"branches": names, "quorum": 1})
+    return chord(group(header), aggregate_signature(app, step.message, body_options))
+
+
+def _labels(names: list[str]) -> list[str]:
+    """Model-chosen names made safe and unique, so branches stay distinguishable."""
+    labels: list[str] = []
+    for index, name in enumerate(names, 1):
+        slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40] or "subtask"
+        labels.append(f"{index}_{slug}")
+    return labels
 
 
 def _register(app: ChorusApp, spec: AgentSpec) -> None:
-    def agent_task(self: Task, message: object, final: bool = True) -> dict[str, Any]:
+    def agent_task(
+        self: Task, received: object, message: object = None, options: object = None
+    ) -> dict[str, Any]:
         request = self.request
         info = request.delivery_info or {}
         delivery = Delivery(
@@ -42,15 +114,14 @@ def _register(app: ChorusApp, spec: AgentSpec) -> None:
             priority=info.get("priority"),
             in_chord=bool(request.chord),
         )
-        outcome = run_agent(app.runtime(), spec, message, delivery, final=final)
-        target = outcome.delegate_to
-        if target is not None:
-            # Continue inside the same Celery task id, so the producer's result resolves to
-            # the specialist's answer.
-            route = outcome.message.payload.get("context", {}).get("route", {})
-            priority = PRIORITY_LEVELS.get(str(route.get("priority")))
-            signature = agent_signature(app, outcome.message, final=final, priority=priority)
-            raise self.replace(signature)
+        outcome = run_agent(
+            app.runtime(), spec, received, delivery, message=message, options=options
+        )
+        if outcome.continuation is not None:
+            # Continue inside the same Celery task id, so the producer's one result resolves
+            # to the answer at the end of the grown workflow.
+            plan = StepOptions.model_validate(options or {})
+            raise self.replace(continuation_signature(app, outcome.continuation, plan))
         return outcome.message.to_dict()
 
     agent_task.__name__ = f"agent_{spec.name}"

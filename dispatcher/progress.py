@@ -1,0 +1,32 @@
+"""Live progress for a terminal: which agents have answered, the status, the cost so far."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from dispatcher.dispatcher import FINISHED, TaskHandle
+from dispatcher.render import usd
+
+
+def watch(handle: TaskHandle, timeout: float, out: TextIO = sys.stderr, every: float = 0.3) -> None:
+    """Print a line per finished step until the task ends (or `timeout` passes)."""
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = handle.trace()
+        for step in steps[seen:]:
+            mark = "ok" if step.status == "ok" else "FAILED"
+            out.write(f"  .. {step.agent:<12} {mark:<6} on {step.queue} ({step.model})\n")
+        seen = len(steps)
+        info = handle.status()
+        status = info.get("status", "submitted")
+        cost = usd(int(info.get("cost_micro_usd", 0)))
+        out.write(f"\r  status {status:<13} steps {seen:<3} cost so far ${cost:.6f}")
+        out.flush()
+        if status in FINISHED:
+            out.write("\n")
+            return
+        time.sleep(every)
+    out.write("\n")
