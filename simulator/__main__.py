@@ -1,7 +1,10 @@
-"""`python -m simulator`."""
+"""`python -m simulator`; `main` is importable here too, without starting a server on import."""
 
 import sys
 
 from simulator.cli import main
 
-sys.exit(main())
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

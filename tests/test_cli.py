@@ -132,3 +132,64 @@ def test_a_repeated_request_costs_less_because_of_cache_reads(
     assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
     assert second["cost_usd"] < first["cost_usd"]
     assert all(step["cache_read_input_tokens"] > 0 for step in second["steps"])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "extra", "last_agent"),
+    [
+        ("pipeline", ["--steps", "research,summarizer"], "summarizer"),
+        (
+            "fanout",
+            ["--aspect", "cost=Look at cost.", "--aspect", "speed=Look at speed."],
+            "merger",
+        ),
+        ("consensus", ["--analysts", "3", "--review-below", "0"], "judge"),
+        ("evaluate", ["--max-rounds", "1"], "critic"),
+        ("orchestrate", ["--max-subtasks", "2"], "synthesizer"),
+    ],
+)
+def test_run_json_works_for_every_pattern_and_names_it(
+    dispatcher: Dispatcher,
+    stack_env: dict[str, str],
+    pattern: str,
+    extra: list[str],
+    last_agent: str,
+) -> None:
+    done = chorus(
+        ["run", "Assess the new pricing page", "--json", "--pattern", pattern, *extra], stack_env
+    )
+    assert done.returncode in (0, 3), done.stderr  # 3: a consensus split waits for review
+    document = json.loads(done.stdout)
+    assert document["pattern"] == pattern
+    assert document["steps"][-1]["agent"] == last_agent
+    assert document["cost_usd"] > 0
+
+
+def test_review_commands_list_show_and_decide(
+    dispatcher: Dispatcher, stack_env: dict[str, str], script_model: Any
+) -> None:
+    text = "Approve the office lease? [cli review case]"
+    vote = {"tool_input": {"verdict": "REJECT", "confidence": 0.7, "reasons": ["too long"]}}
+    split = {
+        "tool_input": {
+            "consensus": "SPLIT",
+            "confidence": 0.5,
+            "key_agreements": [],
+            "key_disagreements": ["length"],
+            "recommendation": "Ask finance.",
+        }
+    }
+    script_model(text, [vote, vote, vote, split])
+    task_id = dispatcher.submit(text, pattern="consensus").wait(60).task_id
+
+    listed = chorus(["review", "list"], stack_env, timeout=30)
+    assert task_id in listed.stdout
+    shown = json.loads(chorus(["review", "show", task_id], stack_env, timeout=30).stdout)
+    assert shown["status"] == "needs_review"
+    refused = chorus(["review", "reject", task_id], stack_env, timeout=30)
+    assert refused.returncode == 2  # a rejection needs a note
+    approved = chorus(["review", "approve", task_id, "--note", "ok"], stack_env, timeout=30)
+    assert approved.returncode == 0, approved.stderr
+    again = chorus(["review", "approve", task_id], stack_env, timeout=30)
+    assert again.returncode == 2
+    assert "not waiting for review (status: done)" in again.stderr

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -14,7 +21,13 @@ import anthropic
 import pytest
 from pydantic import BaseModel, Field
 
-from simulator import BackgroundSimulator, SimulatorConfig
+from simulator import BackgroundSimulator, SimulatorConfig, fill
+from simulator.schema_fill import salient_words
+
+
+class Severity(enum.Enum):
+    LOW = "low"
+    HIGH = "high"
 
 
 class Finding(BaseModel):
@@ -30,6 +43,7 @@ class Report(BaseModel):
     confidence: float = Field(ge=0, le=1)
     rounds: int = Field(ge=1, le=5)
     final: bool
+    severity: Severity
 
 
 ROUTE_SCHEMA = {
@@ -197,21 +211,130 @@ def test_bad_requests_get_anthropic_shaped_errors(sim: BackgroundSimulator) -> N
     assert "ghost" in body["error"]["message"]
 
 
-def test_latency_is_paid_concurrently_not_in_turn() -> None:
+def test_streaming_and_malformed_bodies_are_refused_with_400(sim: BackgroundSimulator) -> None:
+    headers = {"x-api-key": "k"}
+    status, body = raw_post(f"{sim.url}/v1/messages", headers, {**MINIMAL, "stream": True})
+    assert (status, body["error"]["type"]) == (400, "invalid_request_error")
+    assert "streaming" in body["error"]["message"]
+    request = urllib.request.Request(
+        f"{sim.url}/v1/messages", data=b"{not json", headers=headers, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"]["type"] == "invalid_request_error"
+
+
+def test_answers_carry_ids_and_the_simulated_marker_header(sim: BackgroundSimulator) -> None:
+    request = urllib.request.Request(
+        f"{sim.url}/v1/messages",
+        data=json.dumps(MINIMAL).encode(),
+        headers={"authorization": "Bearer k"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.headers["x-chorus-simulated"] == "true"
+        assert answer.headers["request-id"].startswith("req_sim_")
+        assert answer.headers["content-type"].startswith("application/json")
+        body = json.loads(answer.read())
+    assert body["id"].startswith("msg_sim_")
+    assert body["stop_sequence"] is None
+    assert body["usage"]["cache_creation_input_tokens"] == 0
+
+
+def test_health_needs_no_key(sim: BackgroundSimulator) -> None:
+    with urllib.request.urlopen(f"{sim.url}/health", timeout=5) as answer:
+        assert json.loads(answer.read()) == {"status": "ok", "simulated": True}
+
+
+def test_count_tokens_agrees_with_usage_for_tools_system_blocks_and_history(
+    client: anthropic.Anthropic,
+) -> None:
+    request: dict[str, Any] = {
+        "model": "claude-haiku-4-5",
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "lookup", "description": "Find.", "input_schema": ROUTE_SCHEMA}],
+        "messages": [
+            {"role": "user", "content": "Find the broker"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Redis"}],
+            },
+        ],
+    }
+    message = client.messages.create(max_tokens=100, **request)
+    assert message.usage.input_tokens == client.messages.count_tokens(**request).input_tokens
+
+
+class Awkward(BaseModel):
+    below: int = Field(le=-5)
+    under: float = Field(lt=-2)
+    narrow: float = Field(ge=0.001, le=0.002)
+    sevens: int = Field(multiple_of=7, ge=1)
+    when: datetime.datetime
+    day: datetime.date
+    ident: uuid.UUID
+    tiny: str = Field(max_length=5)
+    long: str = Field(min_length=200)
+    slug: str = Field(pattern=r"^[a-z]+$")
+    pair: tuple[int, str]
+    distinct: set[int] = Field(min_length=3)
+    scores: dict[str, float] = Field(min_length=1)
+
+
+def test_fill_respects_one_sided_bounds_formats_lengths_and_tuples() -> None:
+    words = salient_words("Summarize the tradeoffs of Redis as a message broker")
+    instance = fill(Awkward.model_json_schema(), words=words, seed=7)
+    Awkward.model_validate(instance)
+    assert instance["long"].startswith("[simulated]")
+    assert "redis" in instance["long"]
+
+
+def test_latency_is_honoured() -> None:
     with BackgroundSimulator(SimulatorConfig(latency=0.3)) as slow:
+        client = anthropic.Anthropic(base_url=slow.url, api_key="k", max_retries=0)
+        started = time.perf_counter()
+        client.messages.create(model="m", max_tokens=5, messages=MINIMAL["messages"])
+        assert time.perf_counter() - started >= 0.3
+
+
+def test_twenty_slow_calls_in_flight_at_once_all_succeed() -> None:
+    with BackgroundSimulator(SimulatorConfig(latency=0.5)) as slow:
         client = anthropic.Anthropic(base_url=slow.url, api_key="k", max_retries=0)
 
         def call(_: int) -> str:
-            return client.messages.create(
-                model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
-            ).id
+            return client.messages.create(model="m", max_tokens=5, messages=MINIMAL["messages"]).id
 
-        started = time.perf_counter()
-        call(0)
-        assert time.perf_counter() - started >= 0.3
         with ThreadPoolExecutor(20) as pool:
             ids = list(pool.map(call, range(20)))
         assert len(set(ids)) == 20
+
+
+def test_cli_prints_one_line_when_bound_and_exits_0_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("simulator listening on http://127.0.0.1:")
+        with urllib.request.urlopen(f"{line.split()[-1]}/health", timeout=5) as answer:
+            assert answer.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stdout.read() == ""
+    finally:
+        process.kill()
 
 
 def test_tests_cannot_reach_the_real_anthropic_api() -> None:
