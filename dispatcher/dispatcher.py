@@ -196,7 +196,10 @@ class Dispatcher:
         except TypeError as exc:
             raise ChorusError(f"pattern {pattern!r}: {exc}") from None
         self.state.submit(root.task_id, pattern=pattern, root_message=root.to_dict())
-        canvas.apply_async(task_id=root.task_id)
+        # One Redis pipeline for every message of the canvas (kombu 5.7 publish batches):
+        # a 50-way fan-out leaves in one round trip instead of fifty.
+        with self.app.producer_or_acquire() as producer, producer.batch():
+            canvas.apply_async(task_id=root.task_id, producer=producer)
         return TaskHandle(self, root.task_id)
 
     @property

@@ -36,7 +36,7 @@ def agent_signature(
     """
     spec = get_agent(agent or (message.recipient if message else ""))
     args = () if message is None else (message.to_dict(),)
-    extra: dict[str, Any] = {"queue": spec.queue}
+    extra: dict[str, Any] = {"queue": spec.queue, **_reprs(message, options)}
     if priority is not None:
         extra["priority"] = priority
     kwargs = {"options": (options or StepOptions()).model_dump()}
@@ -47,7 +47,21 @@ def aggregate_signature(app: ChorusApp, message: AgentMessage, options: StepOpti
     """A chord body: the branch answers arrive as its first argument, `message` beside them."""
     spec = get_agent(message.recipient)
     kwargs = {"message": message.to_dict(), "options": options.model_dump()}
-    return app.signature(spec.task_name, kwargs=kwargs, queue=spec.queue)
+    return app.signature(
+        spec.task_name, kwargs=kwargs, queue=spec.queue, **_reprs(message, options)
+    )
+
+
+def _reprs(message: AgentMessage | None, options: StepOptions | None) -> dict[str, str]:
+    """What Flower and logs show for a task: ids, not payloads (short, and nothing private).
+
+    It also spares Celery a `saferepr` of every payload on every publish.
+    """
+    shown = "<previous step's answer>"
+    if message is not None:
+        shown = f"<AgentMessage {message.message_id} task {message.task_id} to {message.recipient}>"
+    pattern = options.pattern if options else "route"
+    return {"argsrepr": f"({shown},)", "kwargsrepr": f"{{pattern: {pattern}}}"}
 
 
 def branch_signatures(
