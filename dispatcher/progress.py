@@ -18,12 +18,12 @@ def watch(handle: TaskHandle, timeout: float, out: TextIO = sys.stderr, every: f
         steps = handle.trace()
         for step in steps[seen:]:
             mark = "ok" if step.status == "ok" else "FAILED"
-            out.write(f"  .. {step.agent:<12} {mark:<6} on {step.queue} ({step.model})\n")
+            out.write(f"\r\x1b[K  .. {step.agent:<12} {mark:<6} on {step.queue} ({step.model})\n")
         seen = len(steps)
         info = handle.status()
         status = info.get("status", "submitted")
         cost = usd(int(info.get("cost_micro_usd", 0)))
-        out.write(f"\r  status {status:<13} steps {seen:<3} cost so far ${cost:.6f}")
+        out.write(f"\r\x1b[K  status {status:<13} steps {seen:<3} cost so far ${cost:.6f}")
         out.flush()
         if status in FINISHED:
             out.write("\n")
