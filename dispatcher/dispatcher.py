@@ -16,6 +16,7 @@ from messages import AgentMessage, ChorusError, TaskRequest
 from workers.app import ChorusApp, create_app
 from workers.registry import PRIORITY_LEVELS, get_agent
 from workers.state import StepRecord, TaskState
+from workers.tasks import planned_agents
 
 PATTERNS = tuple(patterns.PATTERNS)
 FINISHED = frozenset({"done", "failed", "rejected", "needs_review"})
@@ -196,6 +197,7 @@ class Dispatcher:
         except TypeError as exc:
             raise ChorusError(f"pattern {pattern!r}: {exc}") from None
         self.state.submit(root.task_id, pattern=pattern, root_message=root.to_dict())
+        self.state.plan(root.task_id, planned_agents(canvas))
         # One Redis pipeline for every message of the canvas (kombu 5.7 publish batches):
         # a 50-way fan-out leaves in one round trip instead of fifty.
         with self.app.producer_or_acquire() as producer, producer.batch():

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from dispatcher.dispatcher import FINISHED, TaskHandle
 from dispatcher.render import usd
+
+
+def _counts(info: dict[str, Any], prefix: str) -> str:
+    """'research x2, merger' from the task's per-agent counters."""
+    parts = []
+    for key, value in sorted(info.items()):
+        if key.startswith(prefix) and int(value) > 0:
+            agent, count = key.removeprefix(prefix), int(value)
+            parts.append(agent if count == 1 else f"{agent} x{count}")
+    return ", ".join(parts)
 
 
 def watch(handle: TaskHandle, timeout: float, out: TextIO = sys.stderr, every: float = 0.3) -> None:
@@ -23,7 +33,11 @@ def watch(handle: TaskHandle, timeout: float, out: TextIO = sys.stderr, every: f
         info = handle.status()
         status = info.get("status", "submitted")
         cost = usd(int(info.get("cost_micro_usd", 0)))
-        out.write(f"\r\x1b[K  status {status:<13} steps {seen:<3} cost so far ${cost:.6f}")
+        queued, running = _counts(info, "queued:"), _counts(info, "running:")
+        out.write(
+            f"\r\x1b[K  {status:<12} queued [{queued}]  running [{running}]  "
+            f"done {seen}  cost so far ${cost:.6f}"
+        )
         out.flush()
         if status in FINISHED:
             out.write("\n")

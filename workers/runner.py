@@ -83,7 +83,7 @@ def run_agent(
         return Outcome(incoming, None)  # an earlier step failed: pass its error on, untouched
 
     state = runtime.state
-    done = state.begin_step(incoming.task_id, incoming.message_id)
+    done = state.begin_step(incoming.task_id, incoming.message_id, spec.name)
     if done is not None:
         log.info("message %s already handled; returning the stored result", incoming.message_id)
         return Outcome(AgentMessage.from_dict(done.message), done)

@@ -74,6 +74,10 @@ redis.call('HINCRBY', KEYS[2], 'cache_creation_input_tokens', ARGV[10])
 redis.call('HINCRBY', KEYS[2], 'cache_read_input_tokens', ARGV[11])
 redis.call('HINCRBY', KEYS[2], 'retries', ARGV[12])
 redis.call('HINCRBY', KEYS[2], 'steps', 1)
+local running = 'running:' .. ARGV[13]
+if tonumber(redis.call('HGET', KEYS[2], running) or '0') > 0 then
+  redis.call('HINCRBY', KEYS[2], running, -1)
+end
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[2], 'status', ARGV[7], 'finished_at', ARGV[8],
              'final_message_id', ARGV[9], 'updated_at', ARGV[8])
@@ -90,8 +94,13 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'done' and status ~= 'failed' and status ~= 'needs_review' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', ARGV[1])
   redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
+local queued = 'queued:' .. ARGV[4]
+if tonumber(redis.call('HGET', KEYS[1], queued) or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], queued, -1)
+end
+redis.call('HINCRBY', KEYS[1], 'running:' .. ARGV[4], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return false
 """
 
@@ -145,13 +154,22 @@ class TaskState:
             pipe.expire(key, self._ttl)
             pipe.execute()
 
+    def plan(self, task_id: str, agents: dict[str, int]) -> None:
+        """Count steps a workflow will run, per agent, before they start (for progress)."""
+        if not agents:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            for agent, count in agents.items():
+                pipe.hincrby(keys.task(task_id), f"queued:{agent}", count)
+            pipe.execute()
+
     # -- worker side --------------------------------------------------------------------------
 
-    def begin_step(self, task_id: str, input_message_id: str) -> StepRecord | None:
-        """Mark the task running, or return the stored record if this input was handled."""
+    def begin_step(self, task_id: str, input_message_id: str, agent: str) -> StepRecord | None:
+        """Mark the task (and agent) running, or return the record if this input was handled."""
         done = self._begin_step(
             keys=[keys.task(task_id), keys.board(task_id)],
-            args=[utc_iso(), self._ttl, input_message_id],
+            args=[utc_iso(), self._ttl, input_message_id, agent],
         )
         return None if done is None else StepRecord.from_json(cast(bytes, done))
 
@@ -176,6 +194,7 @@ class TaskState:
                 record.usage.get("cache_creation_input_tokens", 0),
                 record.usage.get("cache_read_input_tokens", 0),
                 record.retries,
+                record.agent,
             ],
         )
         return record if existing is None else StepRecord.from_json(cast(bytes, existing))

@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, chain, chord, group
+from celery.canvas import _chain
 
 from messages import AgentMessage, TaskRequest
 from workers.flow import Continuation, StepOptions
@@ -107,6 +108,28 @@ def continuation_signature(app: ChorusApp, step: Continuation, plan: StepOptions
     return chord(group(header), aggregate_signature(app, step.message, body_options))
 
 
+def planned_agents(canvas: Any) -> dict[str, int]:
+    """How many steps of each agent a canvas will run (chains, groups, chords, signatures)."""
+    counts: dict[str, int] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, chord):
+            walk(node.tasks)
+            walk(node.body)
+        elif isinstance(node, _chain | group):
+            for task in node.tasks:
+                walk(task)
+        elif isinstance(node, list | tuple):
+            for task in node:
+                walk(task)
+        elif node is not None:
+            name = str(getattr(node, "task", "")).removeprefix("chorus.agent.")
+            counts[name] = counts.get(name, 0) + 1
+
+    walk(canvas)
+    return counts
+
+
 def _labels(names: list[str]) -> list[str]:
     """Model-chosen names made safe and unique, so branches stay distinguishable."""
     labels: list[str] = []
@@ -135,7 +158,9 @@ def _register(app: ChorusApp, spec: AgentSpec) -> None:
             # Continue inside the same Celery task id, so the producer's one result resolves
             # to the answer at the end of the grown workflow.
             plan = StepOptions.model_validate(options or {})
-            raise self.replace(continuation_signature(app, outcome.continuation, plan))
+            canvas = continuation_signature(app, outcome.continuation, plan)
+            app.runtime().state.plan(outcome.message.task_id, planned_agents(canvas))
+            raise self.replace(canvas)
         return outcome.message.to_dict()
 
     agent_task.__name__ = f"agent_{spec.name}"
