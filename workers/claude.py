@@ -5,6 +5,7 @@ The same code serves the real API and the local simulator: only `base_url` diffe
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ class ClaudeClient:
         does not enforce into descriptions; the full model validates the answer here.
         Raises ModelCallError (carrying the replies already paid for) when the API fails.
         """
-        schema = anthropic.transform_schema(output_model)
+        schema = _output_schema(output_model)
         replies: list[Reply] = []
         prompt = list(user_blocks)
         error = ""
@@ -158,6 +159,12 @@ class ClaudeClient:
             request_id=raw.headers.get("request-id"),
             retries=retries,
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _output_schema(output_model: type[BaseModel]) -> dict[str, Any]:
+    """Schemas are built once per model class, not on every call of a busy worker."""
+    return anthropic.transform_schema(output_model)
 
 
 class _Invalid(Exception):

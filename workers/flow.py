@@ -8,6 +8,7 @@ grows at run time (routing, revision rounds, orchestration), a continuation for 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -130,13 +131,18 @@ def gather(request: TaskRequest, results: list[Any], options: StepOptions) -> Ta
 
 def output_model(spec: AgentSpec, options: StepOptions) -> type[BaseModel]:
     if spec.output_model is Plan:
-        # The bound on parallel workers is configuration, so it is part of the schema.
-        return create_model(
-            "Plan",
-            __base__=Plan,
-            subtasks=(list[Subtask], Field(min_length=1, max_length=options.max_subtasks)),
-        )
+        return _bounded_plan(options.max_subtasks)
     return spec.output_model
+
+
+@functools.lru_cache(maxsize=16)
+def _bounded_plan(max_subtasks: int) -> type[Plan]:
+    """The bound on parallel workers is configuration, so it is part of the schema."""
+    return create_model(
+        "Plan",
+        __base__=Plan,
+        subtasks=(list[Subtask], Field(min_length=1, max_length=max_subtasks)),
+    )
 
 
 # -- output ---------------------------------------------------------------------------------
