@@ -5,7 +5,7 @@ without a broker.
 """
 
 from messages.envelope import SCHEMA_VERSION, AgentMessage, MessageType
-from messages.errors import ChorusError, ErrorCode, InvalidMessageError, TaskFailedError
+from messages.errors import ChorusError, ErrorCode, InvalidMessageError
 from messages.payloads import (
     CodeReview,
     Critique,
@@ -44,7 +44,6 @@ __all__ = [
     "RouteDecision",
     "Summary",
     "Synthesis",
-    "TaskFailedError",
     "TaskRequest",
     "Verdict",
 ]

@@ -153,10 +153,6 @@ class AgentMessage(BaseModel):
             depth=self.depth + 1,
         )
 
-    def with_retry(self) -> AgentMessage:
-        """The same message, counted as retried once more (the id stays: it is the same work)."""
-        return self.model_copy(update={"retry_count": self.retry_count + 1})
-
     @classmethod
     def create(cls, **fields: Any) -> AgentMessage:
         """Build and validate from keyword fields, raising InvalidMessageError on bad input."""

@@ -33,13 +33,3 @@ class InvalidMessageError(ChorusError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"invalid AgentMessage: field {field!r}: {reason}")
-
-
-class TaskFailedError(ChorusError):
-    """A task ended with an error result; raised by producers that asked for the final answer."""
-
-    def __init__(self, task_id: str, code: str, message: str) -> None:
-        self.task_id = task_id
-        self.code = code
-        self.message = message
-        super().__init__(f"task {task_id} failed ({code}): {message}")

@@ -43,13 +43,6 @@ def test_child_links_to_its_parent_one_level_deeper() -> None:
     assert len({root.message_id, child.message_id, grandchild.message_id}) == 3
 
 
-def test_retry_keeps_identity_and_counts() -> None:
-    message = AgentMessage.root(recipient="router", payload={"text": "hi"})
-    retried = message.with_retry().with_retry()
-    assert retried.retry_count == 2
-    assert retried.message_id == message.message_id
-
-
 def test_timestamps_in_other_zones_are_normalised_to_utc() -> None:
     plus_two = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     message = AgentMessage.create(**{**valid(), "timestamp": plus_two.isoformat()})

@@ -5,7 +5,6 @@ Created lazily after fork and shared by every thread of the process.
 
 from __future__ import annotations
 
-import os
 import threading
 from functools import cached_property
 
@@ -27,7 +26,6 @@ class Runtime:
                 f"no price configured for model(s) {', '.join(missing)}: add them to the "
                 "CHORUS_CONFIG file's [prices] (integer micro-dollars per million tokens)"
             )
-        self.pid = os.getpid()
         self._lock = threading.Lock()
 
     @cached_property

@@ -19,7 +19,6 @@ from workers import keys
 DEAD_LETTER_MAXLEN = 100_000
 DEAD_LETTER_BODY_LIMIT = 64_000
 
-TERMINAL = frozenset({"done", "failed", "rejected"})
 REVIEW_TTL = 30 * 24 * 3600
 """Seconds a task waiting for a human keeps its state, whatever CHORUS_STATE_TTL says."""
 
