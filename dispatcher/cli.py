@@ -14,6 +14,8 @@ from dispatcher.dispatcher import PATTERNS, Dispatcher, agents_for
 from dispatcher.embedded import EmbeddedStack, node_name
 from dispatcher.progress import watch
 from dispatcher.render import describe_steps, outcome_document, step_summary, usd
+from dispatcher.trace import render as render_trace
+from dispatcher.trace import trace_document
 from messages import ChorusError
 from workers.app import create_app
 from workers.registry import AGENTS
@@ -88,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--note", default="", required=name == "reject")
             command.add_argument("--reviewer", default=os.environ.get("USER", "unknown"))
     review.set_defaults(handler=cmd_review)
+
+    trace = sub.add_parser("trace", help="a task's message tree with cost per step and totals")
+    trace.add_argument("task_id")
+    trace.add_argument("--json", action="store_true")
+    trace.set_defaults(handler=cmd_trace)
 
     status = sub.add_parser("status", help="show a task's status and steps")
     status.add_argument("task_id")
@@ -166,6 +173,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {_totals(outcome_document(outcome, handle))}")
     print("\nStopped the workers and everything the demo started.")
     return 1 if failures else 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    handle = Dispatcher().handle(args.task_id)
+    if not handle.status():
+        raise ChorusError(f"no task {args.task_id} in Redis (unknown, or its state expired)")
+    document = trace_document(handle)
+    print(json.dumps(document, indent=2) if args.json else "\n".join(render_trace(document)))
+    return 0
 
 
 def cmd_review(args: argparse.Namespace) -> int:

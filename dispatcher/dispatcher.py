@@ -136,12 +136,13 @@ class TaskHandle:
         return self._dispatcher.state.steps(self.task_id)
 
     def messages(self) -> list[AgentMessage]:
-        """Root message and every step's output, in lineage order (parent before child)."""
+        """Every message of the task (root, step inputs and outputs), parents before children."""
         info = self._dispatcher.state.task_info(self.task_id)
-        found = [AgentMessage.from_dict(step.message) for step in self.trace()]
-        if "root_message" in info:
-            found.insert(0, AgentMessage.from_dict(json.loads(info["root_message"])))
-        return lineage_order(found)
+        raw = [json.loads(info["root_message"])] if "root_message" in info else []
+        for step in self.trace():
+            raw.extend(m for m in (step.input_message, step.message) if m)
+        unique = {m["message_id"]: m for m in raw}
+        return lineage_order([AgentMessage.from_dict(m) for m in unique.values()])
 
 
 def lineage_order(messages: list[AgentMessage]) -> list[AgentMessage]:

@@ -193,3 +193,49 @@ def test_review_commands_list_show_and_decide(
     again = chorus(["review", "approve", task_id], stack_env, timeout=30)
     assert again.returncode == 2
     assert "not waiting for review (status: done)" in again.stderr
+
+
+def test_trace_shows_the_consensus_tree_with_costs_that_add_up(
+    dispatcher: Dispatcher, stack_env: dict[str, str]
+) -> None:
+    done = chorus(
+        [
+            "run",
+            "Approve the cache rollout?",
+            "--json",
+            "--pattern",
+            "consensus",
+            "--review-below",
+            "0",
+        ],
+        stack_env,
+    )
+    assert done.returncode in (0, 3), done.stderr
+    run = json.loads(done.stdout)
+
+    traced = chorus(["trace", run["task_id"], "--json"], stack_env, timeout=30)
+    assert traced.returncode == 0, traced.stderr
+    trace = json.loads(traced.stdout)
+    (root,) = trace["tree"]
+    assert (root["sender"], root["recipient"], root["depth"]) == ("producer", "judge", 0)
+    analyst_tasks = [c for c in root["children"] if c["recipient"] == "analyst"]
+    assert len(analyst_tasks) == 3
+    for task in analyst_tasks:
+        (answer,) = task["children"]
+        assert answer["step"]["agent"] == "analyst"
+        assert answer["step"]["cost_micro_usd"] > 0
+    judged = [c for c in root["children"] if c.get("step", {}).get("agent") == "judge"]
+    assert len(judged) == 1
+
+    def node_costs(node: dict[str, Any]) -> int:
+        own = node.get("step", {}).get("cost_micro_usd", 0)
+        return int(own) + sum(node_costs(child) for child in node["children"])
+
+    assert node_costs(root) == trace["cost_micro_usd"] == run["cost_micro_usd"]
+    assert sum(r["cost_micro_usd"] for r in trace["by_agent"].values()) == run["cost_micro_usd"]
+    assert set(trace["by_agent"]) == {"analyst", "judge"}
+
+    text = chorus(["trace", run["task_id"]], stack_env, timeout=30).stdout
+    assert "producer → judge  task" in text
+    assert text.count("[analyst ok on agent.analyst") == 3
+    assert "per model:" in text

@@ -117,6 +117,7 @@ def run_agent(
     record = StepRecord(
         task_id=incoming.task_id,
         input_message_id=incoming.message_id,
+        input_message=incoming.to_dict(),
         agent=spec.name,
         status=status,
         message=out.to_dict(),

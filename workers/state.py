@@ -44,6 +44,8 @@ class StepRecord:
     retries: int = 0
     """Transport retries (429, 529, 5xx, timeouts) across those calls."""
     retry_log: list[dict[str, Any]] = field(default_factory=list)
+    input_message: dict[str, Any] | None = None
+    """The message the step worked on, so lineage survives even where a producer made it."""
     branches: list[dict[str, str]] | None = None
     """For a chord's body: each branch's name and whether it answered (ok) or failed."""
     usage: dict[str, int] = field(default_factory=dict)

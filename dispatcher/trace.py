@@ -1,0 +1,130 @@
+"""`chorus trace`: a task's messages as a tree (by parent_message_id), each answer with the step
+that produced it, plus totals per agent and per model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatcher.dispatcher import TaskHandle
+from dispatcher.render import usd
+from messages import AgentMessage
+from workers.state import StepRecord
+
+
+@dataclass
+class Node:
+    message: AgentMessage
+    step: StepRecord | None
+    """The step whose answer this message is; None for messages a producer sent."""
+    children: list[Node] = field(default_factory=list)
+
+
+def build_tree(messages: list[AgentMessage], steps: list[StepRecord]) -> list[Node]:
+    by_output = {str(s.message.get("message_id")): s for s in steps}
+    nodes = {m.message_id: Node(m, by_output.get(m.message_id)) for m in messages}
+    roots: list[Node] = []
+    for node in nodes.values():  # messages come parents-first, siblings by time
+        parent = nodes.get(node.message.parent_message_id or "")
+        (parent.children if parent else roots).append(node)
+    return roots
+
+
+def totals(steps: list[StepRecord], key: str) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for step in steps:
+        name = str(getattr(step, key) or "none")
+        row = out.setdefault(
+            name,
+            {
+                "steps": 0,
+                "calls": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "retries": 0,
+                "cost_micro_usd": 0,
+            },
+        )
+        row["steps"] += 1
+        row["calls"] += step.attempts
+        row["input_tokens"] += step.usage.get("input_tokens", 0)
+        row["output_tokens"] += step.usage.get("output_tokens", 0)
+        row["retries"] += step.retries
+        row["cost_micro_usd"] += step.cost_micro_usd
+    return out
+
+
+def node_document(node: Node) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "message_id": node.message.message_id,
+        "sender": node.message.sender,
+        "recipient": node.message.recipient,
+        "message_type": node.message.message_type.value,
+        "depth": node.message.depth,
+    }
+    if node.step is not None:
+        step = node.step
+        doc["step"] = {
+            "agent": step.agent,
+            "status": step.status,
+            "queue": step.queue,
+            "worker": step.worker,
+            "model": step.model,
+            "latency_ms": step.latency_ms,
+            "input_tokens": step.usage.get("input_tokens", 0),
+            "output_tokens": step.usage.get("output_tokens", 0),
+            "retries": step.retries,
+            "cost_micro_usd": step.cost_micro_usd,
+        }
+    doc["children"] = [node_document(child) for child in node.children]
+    return doc
+
+
+def trace_document(handle: TaskHandle) -> dict[str, Any]:
+    steps = handle.trace()
+    info = handle.status()
+    return {
+        "task_id": handle.task_id,
+        "pattern": info.get("pattern"),
+        "status": info.get("status"),
+        "cost_micro_usd": sum(s.cost_micro_usd for s in steps),
+        "tree": [node_document(n) for n in build_tree(handle.messages(), steps)],
+        "by_agent": totals(steps, "agent"),
+        "by_model": totals(steps, "model"),
+    }
+
+
+def render(document: dict[str, Any]) -> list[str]:
+    lines = [
+        f"task {document['task_id']}  {document['pattern']}  {document['status']}  "
+        f"total ${usd(document['cost_micro_usd']):.6f}"
+    ]
+
+    def walk(node: dict[str, Any], prefix: str, last: bool) -> None:
+        branch = "└─ " if last else "├─ "
+        text = f"{node['sender']} → {node['recipient']}  {node['message_type']}"
+        step = node.get("step")
+        if step:
+            text += (
+                f"  [{step['agent']} {step['status']} on {step['queue']} @ {step['worker']}, "
+                f"{step['model']}, {step['latency_ms']:.0f} ms, "
+                f"{step['input_tokens']}+{step['output_tokens']} tok, "
+                f"{step['retries']} retries, ${usd(step['cost_micro_usd']):.6f}]"
+            )
+        lines.append(prefix + branch + text)
+        children = node["children"]
+        for index, child in enumerate(children):
+            walk(child, prefix + ("   " if last else "│  "), index == len(children) - 1)
+
+    roots = document["tree"]
+    for index, root in enumerate(roots):
+        walk(root, "", index == len(roots) - 1)
+    for title, key in (("per agent", "by_agent"), ("per model", "by_model")):
+        lines.append(title + ":")
+        for name, row in document[key].items():
+            lines.append(
+                f"  {name:<20} {row['steps']} steps, {row['calls']} calls, "
+                f"{row['input_tokens']}+{row['output_tokens']} tok, {row['retries']} retries, "
+                f"${usd(row['cost_micro_usd']):.6f}"
+            )
+    return lines
