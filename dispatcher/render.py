@@ -37,13 +37,27 @@ def outcome_document(outcome: TaskOutcome, handle: TaskHandle) -> dict[str, Any]
     return doc
 
 
-def cost_by(steps: list[StepRecord], key: str) -> dict[str, float]:
-    """Dollars per agent or per model, summed exactly in micro-dollars first."""
-    totals: dict[str, int] = {}
+def totals(steps: list[StepRecord], key: str) -> dict[str, dict[str, int]]:
+    """Steps, calls, tokens, retries and micro-dollars per agent or per model."""
+    out: dict[str, dict[str, int]] = {}
     for step in steps:
         name = str(getattr(step, key) or "none")
-        totals[name] = totals.get(name, 0) + step.cost_micro_usd
-    return {name: usd(micro) for name, micro in totals.items()}
+        row = out.setdefault(name, dict.fromkeys(TOTAL_FIELDS, 0))
+        row["steps"] += 1
+        row["calls"] += step.attempts
+        row["input_tokens"] += step.usage.get("input_tokens", 0)
+        row["output_tokens"] += step.usage.get("output_tokens", 0)
+        row["retries"] += step.retries
+        row["cost_micro_usd"] += step.cost_micro_usd
+    return out
+
+
+TOTAL_FIELDS = ("steps", "calls", "input_tokens", "output_tokens", "retries", "cost_micro_usd")
+
+
+def cost_by(steps: list[StepRecord], key: str) -> dict[str, float]:
+    """Dollars per agent or per model, summed exactly in micro-dollars first."""
+    return {name: usd(row["cost_micro_usd"]) for name, row in totals(steps, key).items()}
 
 
 def step_summary(step: StepRecord) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.dispatcher import TaskHandle
-from dispatcher.render import usd
+from dispatcher.render import totals, usd
 from messages import AgentMessage
 from workers.state import StepRecord
 
@@ -28,30 +28,6 @@ def build_tree(messages: list[AgentMessage], steps: list[StepRecord]) -> list[No
         parent = nodes.get(node.message.parent_message_id or "")
         (parent.children if parent else roots).append(node)
     return roots
-
-
-def totals(steps: list[StepRecord], key: str) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for step in steps:
-        name = str(getattr(step, key) or "none")
-        row = out.setdefault(
-            name,
-            {
-                "steps": 0,
-                "calls": 0,
-                "input_tokens": 0,
-                "output_tokens": 0,
-                "retries": 0,
-                "cost_micro_usd": 0,
-            },
-        )
-        row["steps"] += 1
-        row["calls"] += step.attempts
-        row["input_tokens"] += step.usage.get("input_tokens", 0)
-        row["output_tokens"] += step.usage.get("output_tokens", 0)
-        row["retries"] += step.retries
-        row["cost_micro_usd"] += step.cost_micro_usd
-    return out
 
 
 def node_document(node: Node) -> dict[str, Any]:
