@@ -29,6 +29,8 @@ test: lint typecheck
 
 bench: install
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.ratelimit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

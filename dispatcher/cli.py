@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 
+from dispatcher.audit import add_commands as add_audit_commands
+from dispatcher.deadletters import add_commands as add_dlq_commands
 from dispatcher.dispatcher import PATTERNS, Dispatcher, agents_for
 from dispatcher.embedded import EmbeddedStack, node_name
+from dispatcher.metrics import add_commands as add_metrics_commands
 from dispatcher.progress import watch
 from dispatcher.render import describe_steps, outcome_document, step_summary, usd
 from dispatcher.trace import render as render_trace
@@ -62,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--review-below", type=float, help="consensus: confidence for human review")
     run.add_argument("--max-rounds", type=int, help="evaluate: revision rounds (default 2)")
     run.add_argument("--max-subtasks", type=int, help="orchestrate: bound on subtasks (default 5)")
+    run.add_argument("--budget-usd", type=float, help="hard spend limit for this task")
+    run.add_argument("--budget-tokens", type=int, help="hard token limit for this task")
     run.add_argument("--json", action="store_true", help="print one JSON document")
     run.add_argument(
         "--embedded", action="store_true", help="start Redis, workers and simulator for this run"
@@ -79,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run the local Anthropic-compatible simulator")
     sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="options of python -m simulator")
     sim.set_defaults(handler=cmd_sim)
+
+    flower = sub.add_parser("flower", help="Flower dashboard for the fleet, behind basic auth")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    flower.add_argument(
+        "--basic-auth", metavar="USER:PASSWORD", help="else FLOWER_BASIC_AUTH; required"
+    )
+    flower.add_argument(
+        "--no-auth", action="store_true", help="no auth at all; only with a loopback --address"
+    )
+    flower.set_defaults(handler=cmd_flower)
 
     review = sub.add_parser("review", help="tasks waiting for a human decision")
     review_sub = review.add_subparsers(dest="review_command", required=True)
@@ -100,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("task_id")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
+
+    add_audit_commands(sub)
+    add_dlq_commands(sub)
+    add_metrics_commands(sub)
     return parser
 
 
@@ -115,7 +135,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             dispatcher = Dispatcher()
             dispatcher.require_workers(agents)
         handle = dispatcher.submit(
-            args.text, pattern=args.pattern, priority=args.priority, **_pattern_options(args)
+            args.text,
+            pattern=args.pattern,
+            priority=args.priority,
+            budget_usd=args.budget_usd,
+            budget_tokens=args.budget_tokens,
+            **_pattern_options(args),
         )
         if not args.json and sys.stdout.isatty():
             watch(handle, args.timeout)
@@ -178,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     handle = Dispatcher().handle(args.task_id)
     if not handle.status():
-        raise ChorusError(f"no task {args.task_id} in Redis (unknown, or its state expired)")
+        raise ChorusError(f"no task {args.task_id} in Redis or the audit trail")
     document = trace_document(handle)
     print(json.dumps(document, indent=2) if args.json else "\n".join(render_trace(document)))
     return 0
@@ -224,12 +249,27 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return int(simulator_main(list(args.sim_args)))
 
 
+def cmd_flower(args: argparse.Namespace) -> int:
+    from dispatcher import flower
+
+    command = flower.flower_command(
+        os.environ,
+        port=args.port,
+        address=args.address,
+        basic_auth=args.basic_auth,
+        no_auth=args.no_auth,
+    )
+    _stderr(flower.describe(command))
+    flower.exec_flower(command)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     dispatcher = Dispatcher()
     handle = dispatcher.handle(args.task_id)
     info = handle.status()
     if not info:
-        raise ChorusError(f"no task {args.task_id} in Redis (unknown, or its state expired)")
+        raise ChorusError(f"no task {args.task_id} in Redis or the audit trail")
     steps = handle.trace()
     if args.json:
         document = {"task_id": args.task_id, **info, "steps": [step_summary(s) for s in steps]}

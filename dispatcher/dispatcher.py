@@ -14,12 +14,13 @@ from dispatcher import patterns
 from dispatcher.review import ReviewQueue
 from messages import AgentMessage, ChorusError, TaskRequest
 from workers.app import ChorusApp, create_app
+from workers.audit_store import AuditStore
 from workers.registry import PRIORITY_LEVELS, get_agent
 from workers.state import StepRecord, TaskState
 from workers.tasks import planned_agents
 
 PATTERNS = tuple(patterns.PATTERNS)
-FINISHED = frozenset({"done", "failed", "rejected", "needs_review"})
+FINISHED = frozenset({"done", "failed", "rejected", "needs_review", "budget_exceeded"})
 
 
 class NoWorkerError(ChorusError):
@@ -85,9 +86,17 @@ class TaskHandle:
 
     def status(self) -> dict[str, Any]:
         """Status, timestamps and running totals; empty when the task is unknown or expired."""
-        info: dict[str, Any] = dict(self._dispatcher.state.task_info(self.task_id))
+        info: dict[str, Any] = dict(self._info())
         info.pop("root_message", None)
         return info
+
+    def _info(self) -> dict[str, str]:
+        """The task hash from Redis, or from the SQL audit trail once Redis has let it expire."""
+        info = self._dispatcher.state.task_info(self.task_id)
+        if info:
+            return info
+        archive = self._dispatcher.archive
+        return archive.task_info(self.task_id) if archive else {}
 
     def wait(self, timeout: float = 120.0) -> TaskOutcome:
         """Block until the task's final message arrives; raises TaskTimeoutError, never hangs.
@@ -107,7 +116,7 @@ class TaskHandle:
             if not isinstance(raw, dict):
                 raise ChorusError(f"task {self.task_id} ended without a message: {raw!r}")
             message = AgentMessage.from_dict(raw)
-        info = self._dispatcher.state.task_info(self.task_id)
+        info = self._info()
         return TaskOutcome(
             task_id=self.task_id,
             pattern=info.get("pattern", "unknown"),
@@ -122,22 +131,28 @@ class TaskHandle:
         )
 
     def _recorded_final(self) -> AgentMessage | None:
-        info = self._dispatcher.state.task_info(self.task_id)
+        info = self._info()
         final_id = info.get("final_message_id")
         if info.get("status") not in FINISHED or not final_id:
             return None
+        if any(int(v) > 0 for k, v in info.items() if k.startswith(("running:", "queued:"))):
+            return None  # ended early (budget), but steps in flight still finish and bill
         for step in self.trace():
             if step.message.get("message_id") == final_id:
                 return AgentMessage.from_dict(step.message)
         return None
 
     def trace(self) -> list[StepRecord]:
-        """Every step the task took, in completion order."""
-        return self._dispatcher.state.steps(self.task_id)
+        """Every step the task took, in completion order (from SQL once Redis has expired it)."""
+        steps = self._dispatcher.state.steps(self.task_id)
+        archive = self._dispatcher.archive
+        if steps or archive is None or self._dispatcher.state.task_info(self.task_id):
+            return steps
+        return [StepRecord(**record) for record in archive.step_records(self.task_id)]
 
     def messages(self) -> list[AgentMessage]:
         """Every message of the task (root, step inputs and outputs), parents before children."""
-        info = self._dispatcher.state.task_info(self.task_id)
+        info = self._info()
         raw = [json.loads(info["root_message"])] if "root_message" in info else []
         for step in self.trace():
             raw.extend(m for m in (step.input_message, step.message) if m)
@@ -168,6 +183,14 @@ class Dispatcher:
     def __init__(self, app: ChorusApp | None = None) -> None:
         self.app = app or create_app()
         self.state: TaskState = self.app.runtime().state
+        self._archive: AuditStore | None = None
+
+    @property
+    def archive(self) -> AuditStore | None:
+        """The SQL audit trail, where tasks are still found after their Redis state expired."""
+        if self._archive is None:
+            self._archive = AuditStore.existing(self.app.settings.database_url)
+        return self._archive
 
     def submit(
         self,
@@ -176,9 +199,15 @@ class Dispatcher:
         pattern: str = "route",
         priority: str = "normal",
         check_workers: bool = False,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
         **options: Any,
     ) -> TaskHandle:
         """Send `text` through a pattern; `options` go to its builder (see dispatcher.patterns).
+
+        `budget_usd` and `budget_tokens` are hard limits for the whole task (defaults:
+        CHORUS_TASK_BUDGET_USD / _TOKENS): a call whose worst case does not fit is not made and
+        the task ends `budget_exceeded`.
 
         route: priority. pipeline: steps. fanout: aspects. consensus: analysts, quorum,
         review_below. evaluate: max_rounds. orchestrate: max_subtasks.
@@ -197,7 +226,18 @@ class Dispatcher:
             root, canvas = build(self.app, text, **options)
         except TypeError as exc:
             raise ChorusError(f"pattern {pattern!r}: {exc}") from None
-        self.state.submit(root.task_id, pattern=pattern, root_message=root.to_dict())
+        settings = self.app.settings
+        usd = settings.task_budget_usd if budget_usd is None else budget_usd
+        tokens = settings.task_budget_tokens if budget_tokens is None else budget_tokens
+        if usd < 0 or tokens < 0:
+            raise ChorusError("budget_usd and budget_tokens must not be negative")
+        self.state.submit(
+            root.task_id,
+            pattern=pattern,
+            root_message=root.to_dict(),
+            budget_tokens=tokens,
+            budget_micro_usd=round(usd * 1_000_000),
+        )
         self.state.plan(root.task_id, planned_agents(canvas))
         # One Redis pipeline for every message of the canvas (kombu 5.7 publish batches):
         # a 50-way fan-out leaves in one round trip instead of fifty.

@@ -92,7 +92,10 @@ class ManagedProcess:
         self._log.close()
 
 
-def start_redis(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
+def start_redis(
+    log_dir: Path, port: int | None = None, *, appendonly: bool = False
+) -> tuple[ManagedProcess, str]:
+    """A private redis-server; with `appendonly` it keeps every write across a restart."""
     port = port or free_port()
     argv = [
         redis_server_binary(),
@@ -103,7 +106,9 @@ def start_redis(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess,
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "always",
         "--dir",
         str(log_dir),
     ]
@@ -115,9 +120,13 @@ def start_redis(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess,
     return process, url
 
 
-def start_simulator(log_dir: Path, *, latency: float = 0.0) -> tuple[ManagedProcess, str]:
+def start_simulator(
+    log_dir: Path, *, latency: float = 0.0, extra_args: Sequence[str] = ()
+) -> tuple[ManagedProcess, str]:
+    """The local simulator on a free port; `extra_args` are `python -m simulator` options."""
     port = free_port()
     argv = [sys.executable, "-m", "simulator", "--port", str(port), "--latency", str(latency)]
+    argv.extend(extra_args)
     process = ManagedProcess(f"simulator-{port}", argv, os.environ, log_dir)
     url = f"http://127.0.0.1:{port}"
 
@@ -168,6 +177,12 @@ def start_worker(
     return ManagedProcess(f"worker-{label}-{node.split('@')[0]}", argv, env, log_dir)
 
 
+def start_auditor(env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
+    """`chorus auditor`: drains the audit stream into CHORUS_DATABASE_URL (SQLite by default)."""
+    argv = [sys.executable, "-m", "dispatcher.cli", "auditor"]
+    return ManagedProcess(f"auditor-{uuid.uuid4().hex[:6]}", argv, env, log_dir)
+
+
 class EmbeddedStack:
     """Redis (reused if reachable), the simulator (unless an API key is set) and workers.
 
@@ -184,8 +199,10 @@ class EmbeddedStack:
         echo: Callable[[str], None] = lambda _line: None,
         base_env: Mapping[str, str] | None = None,
         default_redis_url: str = DEFAULT_REDIS_URL,
+        auditor: bool = True,
     ) -> None:
         self.agents = list(agents)
+        self.auditor = auditor
         self.concurrency = concurrency
         self.latency = latency
         self.echo = echo
@@ -235,6 +252,10 @@ class EmbeddedStack:
             worker = start_worker([name], self.env, self.log_dir, concurrency=self.concurrency)
             self._stack.callback(worker.stop)
             self.workers.append(worker)
+        if self.auditor:
+            auditor = start_auditor(self.env, self.log_dir)
+            self._stack.callback(auditor.stop)
+            self.workers.append(auditor)
         self.echo(f"workers: one per agent ({', '.join(self.agents)}); logs in {self.log_dir}")
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float = 60.0) -> None:

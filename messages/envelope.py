@@ -35,6 +35,10 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN, strict=True)]
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN, strict=True)]
 Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
 
+MAX_PAYLOAD_BYTES = 512_000
+"""A message's payload as JSON; larger inputs belong in storage, passed by reference (chord
+results stay in Redis until the merge runs)."""
+
 PRODUCER = "producer"
 """Sender name of messages that enter the system from outside (CLI, Dispatcher)."""
 
@@ -92,9 +96,14 @@ class AgentMessage(BaseModel):
     @classmethod
     def _json_only(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            json.dumps(value, allow_nan=False)
+            size = len(json.dumps(value, allow_nan=False).encode())
         except (TypeError, ValueError) as exc:
             raise ValueError(f"payload must be plain JSON: {exc}") from None
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"payload is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit; "
+                "store large inputs elsewhere and pass a reference"
+            )
         return value
 
     @field_validator("parent_message_id")

@@ -15,6 +15,9 @@ class ErrorCode(StrEnum):
     DEPTH_EXCEEDED = "depth_exceeded"
     MODEL_ERROR = "model_error"
     QUORUM_NOT_MET = "quorum_not_met"
+    LOOP_DETECTED = "loop_detected"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    RETRY_LIMIT = "retry_limit"
     INTERNAL_ERROR = "internal_error"
 
 

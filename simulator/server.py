@@ -230,7 +230,7 @@ class LedgerHandler(BaseHandler):
 
 class HealthHandler(BaseHandler):
     def get(self) -> None:
-        self.finish({"status": "ok", "simulated": True})
+        self.finish({"status": "ok", "simulated": True, "rate_limited": self.sim.limiter.rejected})
 
 
 class NotFoundHandler(BaseHandler):

@@ -74,12 +74,13 @@ def simulator_url(log_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def stack_env(redis_url: str, simulator_url: str) -> dict[str, str]:
+def stack_env(redis_url: str, simulator_url: str, database_url: str) -> dict[str, str]:
     """Environment for producers and workers: test Redis, simulator, no way out to the API."""
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "ANTHROPIC_"))}
     env.update(
         CHORUS_REDIS_URL=redis_url,
+        CHORUS_DATABASE_URL=database_url,
         ANTHROPIC_BASE_URL=simulator_url,
         ANTHROPIC_API_KEY=TEST_API_KEY,
         HTTPS_PROXY="http://127.0.0.1:9",
@@ -186,3 +187,54 @@ def ledger(simulator_url: str) -> Callable[[str], dict[str, Any]]:
         return result
 
     return report
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The audit trail's database: CHORUS_TEST_DATABASE_URL (PostgreSQL in CI) in a schema of
+    its own that is dropped afterwards, else a fresh SQLite file."""
+    import sqlalchemy as sa
+
+    base = os.environ.get("CHORUS_TEST_DATABASE_URL")
+    if not base:
+        yield f"sqlite:///{tmp_path_factory.mktemp('audit') / 'audit.sqlite3'}"
+        return
+    schema = f"chorus_test_{os.getpid()}"
+    engine = sa.create_engine(base)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def auditor(stack_env: dict[str, str], log_dir: Path) -> Iterator[ManagedProcess]:
+    """One `chorus auditor` process draining the test Redis's audit stream into SQL."""
+    from dispatcher.embedded import start_auditor
+
+    process = start_auditor(stack_env, log_dir)
+    yield process
+    process.stop()
+
+
+_CHAOS_REPORT: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def chaos_report() -> dict[str, Any]:
+    """Figures the chaos tests fill in; printed at the end of the run."""
+    return _CHAOS_REPORT
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _CHAOS_REPORT:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("chaos figures (tasks lost and double counts must be 0):")
+    for scenario, figures in _CHAOS_REPORT.items():
+        details = ", ".join(f"{k} {v}" for k, v in figures.items())
+        write(f"  {scenario}: {details}")

@@ -89,7 +89,7 @@ def test_the_ledger_bills_answered_calls_only(faulty: BackgroundSimulator) -> No
     assert get(faulty, "/_sim/ledger?user_id=someone-else")["calls"] == []
 
 
-def test_rate_limits_answer_429_with_headers_once_the_window_is_full() -> None:
+def test_rate_limits_answer_429_with_headers_once_the_bucket_is_empty() -> None:
     with BackgroundSimulator(SimulatorConfig(rpm=2)) as sim:
         client = sdk(sim)
         first = ask(client)

@@ -19,7 +19,16 @@ from workers.tasks import register_agent_tasks
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    transport = {
+        "visibility_timeout": settings.visibility_timeout,
+        # Look for messages of dead workers every 5 s (kombu's default is about every 100 s):
+        # recovery after a crash then takes visibility_timeout + at most 5 s.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        # A worker killed while holding the restore lock would block restores for the
+        # default 300 s; a restore pass takes milliseconds.
+        "unacked_mutex_expire": 15,
+    }
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,

@@ -16,8 +16,9 @@ from anthropic import APIResponse
 from anthropic.types import CacheControlEphemeralParam, Message, TextBlockParam
 from pydantic import BaseModel, ValidationError
 
-from workers.models import Usage
-from workers.retry import ModelCallError, RetryEvent, RetryPolicy, call_with_retries
+from workers.guards import BudgetExceededError, Reservation, StepGuard
+from workers.models import Price, Usage
+from workers.retry import ModelCallError, RetryEvent, RetryPolicy, call_with_retries, retry_after
 from workers.settings import Settings
 
 
@@ -86,13 +87,18 @@ class ClaudeClient:
         output_model: type[BaseModel],
         max_tokens: int,
         user_id: str | None = None,
+        guard: StepGuard | None = None,
+        price: Price | None = None,
     ) -> StructuredResult:
         """Ask for JSON matching `output_model`; retry once, stricter, when the answer misses.
 
         The schema goes out as `output_config.format` (structured outputs): current models
         refuse a forced tool_choice. The SDK's `transform_schema` moves constraints the API
         does not enforce into descriptions; the full model validates the answer here.
-        Raises ModelCallError (carrying the replies already paid for) when the API fails.
+        With a `guard`, each call first reserves its worst case against the task's budget
+        (BudgetExceededError: the call is not made) and each attempt waits for the fleet's
+        rate-limit buckets. Raises ModelCallError (carrying the replies already paid for) when
+        the API fails.
         """
         schema = _output_schema(output_model)
         replies: list[Reply] = []
@@ -101,11 +107,25 @@ class ClaudeClient:
         fields: tuple[str, ...] = ()
         request = _Request(model, system, schema, max_tokens, user_id)
         for _attempt in range(2):
+            reservation: Reservation | None = None
             try:
-                reply = self._call(request, prompt)
-            except ModelCallError as exc:
+                if guard is not None and price is not None:
+                    reservation = guard.reserve(
+                        model=model,
+                        price=price,
+                        system=system,
+                        blocks=prompt,
+                        schema=json.dumps(schema),
+                        max_tokens=max_tokens,
+                    )
+                reply = self._call(request, prompt, guard)
+            except (ModelCallError, BudgetExceededError) as exc:
+                if guard is not None and reservation is not None:
+                    guard.settle(reservation, None)
                 exc.replies = tuple(replies)
                 raise
+            if guard is not None and reservation is not None:
+                guard.settle(reservation, reply.usage)
             replies.append(reply)
             try:
                 output = _validate(reply, output_model)
@@ -118,8 +138,11 @@ class ClaudeClient:
             output=None, replies=tuple(replies), error=error, error_fields=fields
         )
 
-    def _call(self, request: _Request, prompt: list[str]) -> Reply:
+    def _call(self, request: _Request, prompt: list[str], guard: StepGuard | None) -> Reply:
         started = time.perf_counter()
+        estimate = (
+            guard.estimate(request.system, prompt, json.dumps(request.schema)) if guard else 0
+        )
         # Cache the stable prefix (system prompt) and the request itself, so a stricter retry
         # or a repeated request reads it back at a tenth of the input price.
         ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
@@ -130,20 +153,53 @@ class ClaudeClient:
         ]
 
         def create() -> APIResponse[Message]:
-            return self._sdk.messages.with_raw_response.create(
-                model=request.model,
-                max_tokens=request.max_tokens,
-                system=system,
-                messages=[{"role": "user", "content": content}],
-                output_config={"format": {"type": "json_schema", "schema": request.schema}},
-                metadata={"user_id": request.user_id} if request.user_id else anthropic.omit,
-            )
+            if guard is not None:
+                guard.before_attempt(request.model, estimate, request.max_tokens)
+            try:
+                return self._sdk.messages.with_raw_response.create(
+                    model=request.model,
+                    max_tokens=request.max_tokens,
+                    system=system,
+                    messages=[{"role": "user", "content": content}],
+                    output_config={"format": {"type": "json_schema", "schema": request.schema}},
+                    metadata={"user_id": request.user_id} if request.user_id else anthropic.omit,
+                )
+            except anthropic.APIError as exc:
+                if guard is not None:
+                    response = getattr(exc, "response", None)
+                    guard.after_attempt(
+                        request.model,
+                        estimate=estimate,
+                        max_tokens=request.max_tokens,
+                        usage=None,
+                        headers=response.headers if response is not None else {},
+                        retry_after=retry_after(exc)
+                        if isinstance(exc, anthropic.RateLimitError)
+                        else None,
+                    )
+                raise
 
-        raw, retries = call_with_retries(self._policy, create)
+        raw, retries = call_with_retries(
+            self._policy, create, allow_retry=guard.allow_retry if guard else None
+        )
         message = raw.parse()
         latency_ms = (time.perf_counter() - started) * 1000
         raw_text, data = _extract(message)
         usage = message.usage
+        if guard is not None:
+            guard.after_attempt(
+                request.model,
+                estimate=estimate,
+                max_tokens=request.max_tokens,
+                usage=Usage(
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+                    cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+                ),
+                headers=raw.headers,
+                retry_after=None,
+            )
         return Reply(
             model=request.model,
             raw_text=raw_text,

@@ -12,7 +12,13 @@
     cache_read = 100000
     # long_context = { input = ..., output = ..., ... }   with long_context_threshold = 100000
 
+    [rate_limits.claude-sonnet-5-5]   # per minute, as on the Console's limits page
+    rpm = 4000
+    itpm = 2000000
+    otpm = 400000
+
 A price given here replaces the built-in one for that model; other models keep theirs.
+Rate limits are optional: without them the fleet learns them from the API's headers.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from workers.guards import RateLimit
 from workers.models import Price, Tier
 
 PRICE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
@@ -45,6 +52,23 @@ def load_config(path: str | Path) -> tuple[dict[Tier, str], dict[str, Price]]:
         model: _price(path, model, table) for model, table in (data.get("prices") or {}).items()
     }
     return tiers, prices
+
+
+def load_rate_limits(path: str | Path) -> dict[str, RateLimit]:
+    data = tomllib.loads(Path(path).read_text())
+    limits: dict[str, RateLimit] = {}
+    for model, table in (data.get("rate_limits") or {}).items():
+        where = f"{path}: [rate_limits.{model}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        values: dict[str, int] = {}
+        for name in ("rpm", "itpm", "otpm"):
+            value = table.get(name, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{where} {name} must be a non-negative integer per minute")
+            values[name] = value
+        limits[model] = RateLimit(**values)
+    return limits
 
 
 def _price(path: str | Path, model: str, table: Any) -> Price:

@@ -11,6 +11,18 @@ PREFIX = "chorus"
 DEAD_LETTERS = f"{PREFIX}:dlq"
 """Stream of terminal errors with the message and cause that produced them."""
 
+AUDIT = f"{PREFIX}:audit"
+"""Stream of every message and state transition, drained into SQL by `chorus auditor`."""
+
+AUDITORS = "auditors"
+"""Consumer group of the audit stream: several auditors share the work, each entry once."""
+
+DEAD_LETTER_RETRIES = f"{PREFIX}:dlq:retried"
+"""Hash: dead-letter entry id -> the message id it was retried as (`chorus dlq retry`)."""
+
+METRICS = f"{PREFIX}:metrics"
+"""Hash of fleet-wide counters (`name|agent|model...` -> value) for `chorus metrics`."""
+
 REVIEWS = f"{PREFIX}:reviews"
 """Sorted set of task ids waiting for a human decision, scored by when they started waiting."""
 
@@ -28,3 +40,18 @@ def board(task_id: str) -> str:
 def trace(task_id: str) -> str:
     """Stream: one entry per step, in completion order."""
     return f"{PREFIX}:task:{{{task_id}}}:trace"
+
+
+def budget(task_id: str) -> str:
+    """Hash: the task's spend as its budget sees it: reservations and settled calls."""
+    return f"{PREFIX}:task:{{{task_id}}}:budget"
+
+
+def seen(task_id: str) -> str:
+    """Hash: input fingerprint (agent + request) -> first message id, for loop detection."""
+    return f"{PREFIX}:task:{{{task_id}}}:seen"
+
+
+def bucket(model: str) -> str:
+    """Hash: the fleet's token buckets (requests, input, output per minute) for one model."""
+    return f"{PREFIX}:ratelimit:{model}"

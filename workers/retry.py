@@ -50,6 +50,8 @@ class ModelCallError(Exception):
         self.retries = retries
         self.replies: tuple[Any, ...] = ()
         """Replies of earlier attempts in the same step, already billed."""
+        self.capped = False
+        """True when the task's retry cap, not this call's own limit, stopped the retries."""
 
 
 def describe(exc: BaseException) -> tuple[str, int | None]:
@@ -109,10 +111,17 @@ def retry_after(exc: BaseException) -> float | None:
 
 
 def call_with_retries(
-    policy: RetryPolicy, call: Callable[[], T]
+    policy: RetryPolicy,
+    call: Callable[[], T],
+    *,
+    allow_retry: Callable[[], bool] | None = None,
 ) -> tuple[T, tuple[RetryEvent, ...]]:
-    """Run `call` under the policy; returns its result and the retries it took."""
+    """Run `call` under the policy; returns its result and the retries it took.
+
+    `allow_retry` is asked before each retry (the task-wide retry cap); False ends the call.
+    """
     events: list[RetryEvent] = []
+    capped = False
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -123,8 +132,16 @@ def call_with_retries(
         return random.uniform(backoff / 2, backoff)  # jitter keeps a fleet from retrying in step
 
     def should_retry(exc: BaseException) -> bool:
+        nonlocal capped
         asked = retry_after(exc)
-        return retryable(exc) and (asked is None or asked <= policy.max_retry_after)
+        if not retryable(exc) or (asked is not None and asked > policy.max_retry_after):
+            return False
+        if len(events) >= policy.max_retries:
+            return False  # tenacity stops here anyway; do not spend the task's cap on it
+        if allow_retry is not None and not allow_retry():
+            capped = True
+            return False
+        return True
 
     def record(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -143,7 +160,11 @@ def call_with_retries(
         result = retrying(call)
     except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
         text, status = describe(exc)
-        if retryable(exc) and len(events) >= policy.max_retries:
+        if capped:
+            text = f"{text} (the task's retry cap is used up; no more retries for this task)"
+        elif retryable(exc) and len(events) >= policy.max_retries:
             text = f"{text} (gave up after {len(events)} retries)"
-        raise ModelCallError(text, status=status, retries=tuple(events)) from None
+        error = ModelCallError(text, status=status, retries=tuple(events))
+        error.capped = capped
+        raise error from None
     return result, tuple(events)

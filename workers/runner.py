@@ -7,11 +7,13 @@ letter; nothing here lets an exception crash the worker or silently drop the tas
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -28,11 +30,12 @@ from workers.flow import (
     next_step,
     output_model,
 )
+from workers.guards import BudgetExceededError, StepGuard
 from workers.models import cost_micro_usd
 from workers.registry import AgentSpec
 from workers.retry import ModelCallError, RetryEvent
 from workers.runtime import Runtime
-from workers.state import StepRecord, utc_iso
+from workers.state import StepRecord, digest, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ class Outcome:
     record: StepRecord | None
     """None when the step passed an earlier error through without doing anything."""
     continuation: Continuation | None = None
+    replayed: bool = False
+    """The input was handled before (a redelivery): `message` is the stored answer."""
 
 
 def run_agent(
@@ -83,20 +88,35 @@ def run_agent(
         return Outcome(incoming, None)  # an earlier step failed: pass its error on, untouched
 
     state = runtime.state
-    done = state.begin_step(incoming.task_id, incoming.message_id, spec.name)
-    if done is not None:
+    begin = state.begin_step(
+        incoming.task_id, incoming.message_id, spec.name, fingerprint(spec, incoming)
+    )
+    if begin.done is not None:
         log.info("message %s already handled; returning the stored result", incoming.message_id)
-        return Outcome(AgentMessage.from_dict(done.message), done)
+        return Outcome(AgentMessage.from_dict(begin.done.message), begin.done, replayed=True)
+    if begin.stopped is not None:
+        failure = StepFailed(
+            ErrorCode.BUDGET_EXCEEDED,
+            f"skipped: task {incoming.task_id} ended {begin.stopped} before this step started",
+        )
+        return _skipped(runtime, spec, incoming, failure, delivery, started_at)
 
     replies: tuple[Reply, ...] = ()
     failed_retries: tuple[RetryEvent, ...] = ()
     result: StepResult | None = None
     branches = None if gathered is None else branch_status(gathered, plan)
     try:
+        if begin.loop_of is not None:
+            raise StepFailed(
+                ErrorCode.LOOP_DETECTED,
+                f"agent {spec.name!r} already received this same input in message "
+                f"{begin.loop_of} of task {incoming.task_id}: a delegation cycle; stopping it",
+                first_message_id=begin.loop_of,
+            )
         request = _admit(runtime, spec, incoming)
         if gathered is not None:
             request = gather(request, gathered, plan)
-        output, replies = _call(runtime, spec, request, incoming.task_id, plan)
+        output, replies = _call(runtime, spec, request, incoming, plan)
         result = next_step(spec, incoming, request, output, plan)
         out = result.message
         status = "ok"
@@ -133,10 +153,14 @@ def run_agent(
         cost_micro_usd=sum(cost_micro_usd(r.usage, runtime.prices[r.model]) for r in replies),
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
         raw_output=replies[-1].raw_text if replies else None,
+        summary=digest(out.to_dict()),
         started_at=started_at,
         finished_at=utc_iso(),
     )
-    if status == "error":
+    final_status: str | None
+    if status == "error" and out.payload.get("code") == ErrorCode.BUDGET_EXCEEDED:
+        final_status = "budget_exceeded"  # in a chord too: branches not yet started are skipped
+    elif status == "error":
         # Inside a chord the aggregating step decides; elsewhere an error ends the task.
         final_status = None if delivery.in_chord else "failed"
     else:
@@ -145,7 +169,8 @@ def run_agent(
     if stored is not record:  # a concurrent redelivery won the race: its result stands
         return Outcome(AgentMessage.from_dict(stored.message), stored)
     if status == "error":
-        _dead_letter(runtime, spec, raw, out)
+        retry_with = None if gathered is not None else plan.model_dump()
+        _dead_letter(runtime, spec, raw, out, retry_with)
     elif final_status == "needs_review":
         state.open_review(incoming.task_id)
     return Outcome(out, record, result.continuation if result else None)
@@ -185,19 +210,40 @@ def _admit(runtime: Runtime, spec: AgentSpec, incoming: AgentMessage) -> TaskReq
 
 
 def _call(
-    runtime: Runtime, spec: AgentSpec, request: TaskRequest, task_id: str, plan: StepOptions
+    runtime: Runtime,
+    spec: AgentSpec,
+    request: TaskRequest,
+    incoming: AgentMessage,
+    plan: StepOptions,
 ) -> tuple[BaseModel, tuple[Reply, ...]]:
+    model = runtime.settings.model_for(spec.tier)
+    guard = StepGuard(
+        budget=runtime.budget,
+        limiter=runtime.limiter,
+        task_id=incoming.task_id,
+        message_id=incoming.message_id,
+        max_task_retries=runtime.settings.task_max_retries,
+    )
     try:
         result = runtime.claude.structured(
-            model=runtime.settings.model_for(spec.tier),
+            model=model,
             system=spec.system_prompt,
             user_blocks=_prompt(request),
             output_model=output_model(spec, plan),
             max_tokens=spec.max_tokens,
-            user_id=task_id,
+            user_id=incoming.task_id,
+            guard=guard,
+            price=runtime.prices[model],
         )
+    except BudgetExceededError as exc:
+        failure = StepFailed(
+            ErrorCode.BUDGET_EXCEEDED, str(exc), used=exc.used, wanted=exc.want, limit=exc.limit
+        )
+        failure.replies = exc.replies
+        raise failure from None
     except ModelCallError as exc:
-        failure = StepFailed(ErrorCode.MODEL_ERROR, str(exc), http_status=exc.status)
+        code = ErrorCode.RETRY_LIMIT if exc.capped else ErrorCode.MODEL_ERROR
+        failure = StepFailed(code, str(exc), http_status=exc.status)
         failure.replies, failure.retries = exc.replies, exc.retries
         raise failure from None
     if result.output is None:
@@ -242,6 +288,44 @@ def _error_message(
     )
 
 
+def fingerprint(spec: AgentSpec, incoming: AgentMessage) -> str:
+    """Same agent, same request, same retry: the mark of a delegation cycle (A -> B -> A).
+
+    A revision round brings the critique along, so the evaluator's bounded loop differs."""
+    body = json.dumps(
+        [spec.name, incoming.payload, incoming.retry_count], sort_keys=True, default=str
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def _skipped(
+    runtime: Runtime,
+    spec: AgentSpec,
+    incoming: AgentMessage,
+    failure: StepFailed,
+    delivery: Delivery,
+    started_at: str,
+) -> Outcome:
+    """A step the task no longer wants (its budget ran out): an error result, no model call."""
+    out = _error_message(spec, incoming, failure, ())
+    record = StepRecord(
+        task_id=incoming.task_id,
+        input_message_id=incoming.message_id,
+        input_message=incoming.to_dict(),
+        agent=spec.name,
+        status="skipped",
+        message=out.to_dict(),
+        queue=delivery.queue,
+        worker=delivery.worker,
+        priority=delivery.priority,
+        summary=digest(out.to_dict()),
+        started_at=started_at,
+        finished_at=utc_iso(),
+    )
+    stored = runtime.state.record_step(record, final_status="budget_exceeded")
+    return Outcome(AgentMessage.from_dict(stored.message), stored)
+
+
 def _reject_undecodable(
     runtime: Runtime,
     spec: AgentSpec,
@@ -268,6 +352,7 @@ def _reject_undecodable(
         message=message.to_dict(),
         queue=delivery.queue,
         worker=delivery.worker,
+        summary=digest(message.to_dict()),
         started_at=started_at,
         finished_at=utc_iso(),
     )
@@ -284,13 +369,22 @@ def _usable_id(raw: object, field: str) -> str | None:
     return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None
 
 
-def _dead_letter(runtime: Runtime, spec: AgentSpec, body: object, error: AgentMessage) -> None:
+def _dead_letter(
+    runtime: Runtime,
+    spec: AgentSpec,
+    body: object,
+    error: AgentMessage,
+    retry_with: dict[str, Any] | None = None,
+) -> None:
+    """`retry_with` (the step's options) makes the letter retryable with `chorus dlq retry`;
+    a chord's body (it needs its branches' answers) and an undecodable message are not."""
     runtime.state.dead_letter(
         task_id=error.task_id,
         agent=spec.name,
         code=str(error.payload.get("code")),
         error=str(error.payload.get("message")),
         body=body,
+        options=retry_with,
     )
 
 

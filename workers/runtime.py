@@ -11,6 +11,7 @@ from functools import cached_property
 import redis
 
 from workers.claude import ClaudeClient
+from workers.guards import FleetRateLimiter, TaskBudget
 from workers.models import Price
 from workers.settings import Settings, SettingsError
 from workers.state import TaskState
@@ -34,7 +35,30 @@ class Runtime:
 
     @cached_property
     def state(self) -> TaskState:
-        return TaskState(self.redis, self.settings.state_ttl)
+        return TaskState(
+            self.redis,
+            self.settings.state_ttl,
+            audit=self.settings.audit,
+            audit_maxlen=self.settings.audit_maxlen,
+        )
+
+    @cached_property
+    def budget(self) -> TaskBudget:
+        return TaskBudget(
+            self.redis,
+            default_tokens=self.settings.task_budget_tokens,
+            default_micro_usd=self.settings.task_budget_micro_usd,
+            ttl=self.settings.state_ttl,
+        )
+
+    @cached_property
+    def limiter(self) -> FleetRateLimiter:
+        return FleetRateLimiter(
+            self.redis,
+            self.settings.rate_limits,
+            default=self.settings.default_rate_limit,
+            enabled=self.settings.rate_limiter,
+        )
 
     @property
     def claude(self) -> ClaudeClient:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from workers.config import load_config
+from workers.config import load_config, load_rate_limits
+from workers.guards import RateLimit
 from workers.models import DEFAULT_PRICES, DEFAULT_TIERS, Price, Tier
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -38,16 +40,37 @@ class Settings:
     """Threads per worker process: model calls are I/O bound, so many fit in one process."""
     visibility_timeout: int = 600
     """Seconds before Redis redelivers an unacknowledged message; must exceed the longest call."""
+    database_url: str = ""
+    """SQLAlchemy URL of the audit trail; empty means a SQLite file under the user's data dir."""
+    audit: bool = True
+    """Write every message and transition to the audit stream (drained into SQL by the auditor)."""
+    audit_maxlen: int = 1_000_000
+    """Audit events Redis holds while no auditor drains them; older ones are trimmed past this."""
+    task_budget_tokens: int = 1_000_000
+    """Default hard limit of tokens (prompt + output) per task; Dispatcher.submit can override."""
+    task_budget_usd: float = 1.0
+    """Default hard limit of spend per task in USD; Dispatcher.submit can override."""
+    task_max_retries: int = 20
+    """Transport retries a whole task may take, across all its agents: no retry storms."""
+    rate_limiter: bool = True
+    """Share per-model token buckets through Redis; off only to measure what it saves."""
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    """Per-model requests/input/output tokens per minute (CHORUS_CONFIG [rate_limits.<model>])."""
+    default_rate_limit: RateLimit = field(default_factory=RateLimit)
+    """Limits for models without their own entry (CHORUS_RATE_LIMIT_RPM/ITPM/OTPM); 0 means
+    unknown: the buckets learn the real limits from the API's anthropic-ratelimit-* headers."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         base = cls()
         tiers, prices = dict(base.tiers), dict(base.prices)
+        rate_limits: dict[str, RateLimit] = {}
         if env.get("CHORUS_CONFIG"):
             file_tiers, file_prices = load_config(env["CHORUS_CONFIG"])
             tiers.update(file_tiers)
             prices.update(file_prices)
+            rate_limits = load_rate_limits(env["CHORUS_CONFIG"])
         for tier in tiers:
             tiers[tier] = env.get(f"CHORUS_MODEL_{tier.upper()}", tiers[tier])
         return replace(
@@ -64,10 +87,33 @@ class Settings:
             state_ttl=_int(env, "CHORUS_STATE_TTL", base.state_ttl),
             worker_concurrency=_int(env, "CHORUS_WORKER_CONCURRENCY", base.worker_concurrency),
             visibility_timeout=_int(env, "CHORUS_VISIBILITY_TIMEOUT", base.visibility_timeout),
+            database_url=env.get("CHORUS_DATABASE_URL") or default_database_url(env),
+            audit=_bool(env, "CHORUS_AUDIT", base.audit),
+            audit_maxlen=_int(env, "CHORUS_AUDIT_MAXLEN", base.audit_maxlen),
+            task_budget_tokens=_int(env, "CHORUS_TASK_BUDGET_TOKENS", base.task_budget_tokens),
+            task_budget_usd=_float(env, "CHORUS_TASK_BUDGET_USD", base.task_budget_usd),
+            task_max_retries=_int(env, "CHORUS_TASK_MAX_RETRIES", base.task_max_retries),
+            rate_limiter=_bool(env, "CHORUS_RATE_LIMITER", base.rate_limiter),
+            rate_limits=rate_limits,
+            default_rate_limit=RateLimit(
+                rpm=_int(env, "CHORUS_RATE_LIMIT_RPM", 0),
+                itpm=_int(env, "CHORUS_RATE_LIMIT_ITPM", 0),
+                otpm=_int(env, "CHORUS_RATE_LIMIT_OTPM", 0),
+            ),
         )
 
     def model_for(self, tier: Tier) -> str:
         return self.tiers[tier]
+
+    @property
+    def task_budget_micro_usd(self) -> int:
+        return round(self.task_budget_usd * 1_000_000)
+
+
+def default_database_url(env: Mapping[str, str]) -> str:
+    """A SQLite file every local process agrees on, whatever its working directory."""
+    data_home = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return f"sqlite:///{Path(data_home) / 'chorus' / 'audit.sqlite3'}"
 
 
 class SettingsError(ValueError):
@@ -92,3 +138,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false (1/0, yes/no), got {raw!r}")

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task, chain, chord, group
 from celery.canvas import _chain
+from celery.exceptions import Ignore
 
-from messages import AgentMessage, TaskRequest
+from messages import AgentMessage, MessageType, TaskRequest
 from workers.flow import Continuation, StepOptions
 from workers.registry import AGENTS, PRIORITY_LEVELS, AgentSpec, get_agent
 from workers.runner import Delivery, run_agent
@@ -139,10 +140,40 @@ def _labels(names: list[str]) -> list[str]:
     return labels
 
 
+def _replay_handoff(task: Task, app: ChorusApp, handoff: AgentMessage, options: object) -> None:
+    """A redelivered step had already handed the work on (a worker died before its ack).
+
+    Storing the hand-off as this task's result would answer the producer with a half-done
+    task. If the next agent has the message, stay silent; if the hand-off never left (the
+    worker died between recording and publishing), send it again, same message id.
+    """
+    state = app.runtime().state
+    if state.was_started(handoff.task_id, handoff.message_id):
+        raise Ignore()
+    route = handoff.payload.get("context", {}).get("route", {})
+    if handoff.sender == "router" and isinstance(route, dict):
+        plan = StepOptions.model_validate(options or {})
+        priority = PRIORITY_LEVELS.get(str(route.get("priority", "")))
+        raise task.replace(agent_signature(app, handoff, plan, priority=priority))
+    # Revision rounds and fan-outs rebuild their canvas from the live step only; the chaos
+    # suite reports it if this window (record written, hand-off unsent) is ever hit.
+    raise Ignore()
+
+
+DEFER_AFTER = 5.0
+"""A fleet-wide pause longer than this defers the task instead of sleeping in a worker slot."""
+
+
 def _register(app: ChorusApp, spec: AgentSpec) -> None:
     def agent_task(
         self: Task, received: object, message: object = None, options: object = None
     ) -> dict[str, Any]:
+        runtime = app.runtime()
+        paused = runtime.limiter.delay(runtime.settings.model_for(spec.tier))
+        if paused > DEFER_AFTER:
+            # The model is paused fleet-wide (a 429 asked for a long wait): give the slot back
+            # to other queues and come back when the pause ends, rather than sleep in it.
+            raise self.retry(countdown=paused, max_retries=None)
         request = self.request
         info = request.delivery_info or {}
         delivery = Delivery(
@@ -154,6 +185,8 @@ def _register(app: ChorusApp, spec: AgentSpec) -> None:
         outcome = run_agent(
             app.runtime(), spec, received, delivery, message=message, options=options
         )
+        if outcome.replayed and outcome.message.message_type is MessageType.TASK:
+            _replay_handoff(self, app, outcome.message, options)
         if outcome.continuation is not None:
             # Continue inside the same Celery task id, so the producer's one result resolves
             # to the answer at the end of the grown workflow.

@@ -1,0 +1,106 @@
+"""The blackboard under concurrency: many processes writing one task never double an entry or a
+token, because every write is one Lua call keyed by the input message id."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from dispatcher import Dispatcher
+from dispatcher.embedded import ManagedProcess, start_worker, wait_until
+from workers import keys
+from workers.state import StepRecord, TaskState
+
+INPUTS = 40
+WRITERS = 6
+
+
+def write_every_step(url: str, task_id: str, writer: int, start: multiprocessing.Event) -> None:
+    """One process: records every input of the task, as a redelivery storm would."""
+    state = TaskState(redis.Redis.from_url(url), ttl=60)
+    start.wait(10)
+    for number in range(INPUTS):
+        state.begin_step(task_id, f"in-{number}", "analyst")
+        state.record_step(
+            StepRecord(
+                task_id=task_id,
+                input_message_id=f"in-{number}",
+                agent="analyst",
+                status="ok",
+                message={"message_id": f"out-{number}-by-{writer}"},
+                usage={"input_tokens": 10, "output_tokens": 3},
+                cost_micro_usd=5,
+                retries=1,
+                finished_at="2026-11-24T14:32:00+00:00",
+            ),
+            final_status=None,
+        )
+
+
+def test_processes_racing_on_one_task_store_each_step_once(redis_url: str) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/8"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    task_id = "t-race"
+    TaskState(client, ttl=60).submit(task_id, pattern="fanout", root_message={})
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    writers = [
+        context.Process(target=write_every_step, args=(url, task_id, n, start))
+        for n in range(WRITERS)
+    ]
+    for process in writers:
+        process.start()
+    start.set()
+    for process in writers:
+        process.join(60)
+        assert process.exitcode == 0
+
+    state = TaskState(client, ttl=60)
+    info = state.task_info(task_id)
+    assert client.hlen(keys.board(task_id)) == INPUTS
+    assert client.xlen(keys.trace(task_id)) == INPUTS
+    assert int(info["steps"]) == INPUTS
+    assert int(info["input_tokens"]) == 10 * INPUTS
+    assert int(info["output_tokens"]) == 3 * INPUTS
+    assert int(info["cost_micro_usd"]) == 5 * INPUTS
+    assert int(info["retries"]) == INPUTS
+    assert int(info["running:analyst"]) == 0  # every begin was matched by one record, or none
+    step_events = [e for _, e in client.xrange(keys.AUDIT) if e[b"kind"] == b"step"]
+    assert len(step_events) == INPUTS
+    assert client.ttl(keys.board(task_id)) > 0
+
+
+@pytest.fixture
+def more_researchers(stack_env: dict[str, str], log_dir: Path) -> Iterator[list[ManagedProcess]]:
+    """Two more research worker processes beside the session's one."""
+    extra = [start_worker(["research"], stack_env, log_dir, concurrency=4) for _ in range(2)]
+    yield extra
+    for worker in extra:
+        worker.stop()
+
+
+def test_several_worker_processes_writing_one_task_keep_consistent_totals(
+    dispatcher: Dispatcher, more_researchers: list[ManagedProcess], redis_url: str
+) -> None:
+    def research_processes() -> int:
+        replies = dispatcher.app.control.ping(timeout=0.5) or []
+        return sum(name.startswith("research.") for reply in replies for name in reply)
+
+    wait_until(lambda: research_processes() >= 3, timeout=30, what="three research processes")
+    aspects = [(f"angle{n}", f"Look at the shared board from angle {n}.") for n in range(9)]
+    handle = dispatcher.submit("Assess the shared board", pattern="fanout", aspects=aspects)
+    outcome = handle.wait(90)
+    steps = handle.trace()
+    board = redis.Redis.from_url(redis_url).hgetall(keys.board(handle.task_id))
+
+    assert len(steps) == len(board) == 10  # nine branches and the merge
+    assert len({s.input_message_id for s in steps}) == 10
+    assert outcome.cost_micro_usd == sum(s.cost_micro_usd for s in steps)
+    assert outcome.input_tokens == sum(s.usage["input_tokens"] for s in steps)
+    assert outcome.output_tokens == sum(s.usage["output_tokens"] for s in steps)
+    assert int(handle.status()["steps"]) == 10
