@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck browser bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,21 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+# The Flower browser test needs Debian's chromium; install it when we can (root, apt), else
+# that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	      || (apt-get update -qq >/dev/null 2>&1 \
+	          && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1)) \
+	  || echo "chromium not installed: the Flower browser test will be skipped"; }
+
+test: lint typecheck browser
 	$(BIN)/pytest
+
+# The reliability suite at full size: 200 tasks per fault, figures printed at the end.
+chaos: install
+	CHORUS_CHAOS_TASKS=200 $(BIN)/pytest tests/test_chaos.py tests/test_hostile_input.py
 
 bench: install
 	$(BIN)/python -m bench.fanout

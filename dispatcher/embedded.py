@@ -93,9 +93,18 @@ class ManagedProcess:
 
 
 def start_redis(
-    log_dir: Path, port: int | None = None, *, appendonly: bool = False
+    log_dir: Path,
+    port: int | None = None,
+    *,
+    appendonly: bool = False,
+    extra_args: Sequence[str] = (),
+    url_auth: str = "",
 ) -> tuple[ManagedProcess, str]:
-    """A private redis-server; with `appendonly` it keeps every write across a restart."""
+    """A private redis-server; with `appendonly` it keeps every write across a restart.
+
+    `extra_args` are further config directives (ACL users, say) and `url_auth` the
+    `user:password@` part of the URL that reaches it.
+    """
     port = port or free_port()
     argv = [
         redis_server_binary(),
@@ -111,9 +120,10 @@ def start_redis(
         "always",
         "--dir",
         str(log_dir),
+        *extra_args,
     ]
     process = ManagedProcess(f"redis-{port}", argv, os.environ, log_dir)
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://{url_auth}127.0.0.1:{port}/0"
     wait_until(lambda: redis_answers(url) or not process.alive(), timeout=15, what="redis-server")
     if not process.alive():
         raise RuntimeError(f"redis-server did not start:\n{process.log_tail()}")

@@ -68,7 +68,8 @@ class ChaosFleet:
 @pytest.fixture
 def chaos_fleet(tmp_path: Path, stack_env: dict[str, str], log_dir: Path) -> Iterator[ChaosFleet]:
     """Own Redis (append-only, so it can restart), slow simulator, one worker per route agent,
-    and a 10 s visibility timeout so a dead worker's messages come back within seconds."""
+    a 10 s visibility timeout so a dead worker's messages come back within seconds, and a 3 s
+    call timeout so a hung call costs seconds."""
     data = tmp_path / "redis"
     data.mkdir()
     server, url = start_redis(data, appendonly=True)
@@ -78,6 +79,7 @@ def chaos_fleet(tmp_path: Path, stack_env: dict[str, str], log_dir: Path) -> Ite
         "CHORUS_REDIS_URL": url,
         "ANTHROPIC_BASE_URL": sim_url,
         "CHORUS_VISIBILITY_TIMEOUT": "10",
+        "CHORUS_CALL_TIMEOUT": "3",
         "CHORUS_AUDIT": "0",
     }
     fleet = ChaosFleet(env, log_dir, server, int(url.rsplit(":", 1)[1].split("/")[0]))
@@ -184,6 +186,8 @@ def test_a_redis_restart_mid_run_ends_every_task_or_says_so(
         **figures,
     }
     assert sum(results.values()) == len(handles)
+    dead = [w.name for ws in chaos_fleet.workers.values() for w in ws if not w.alive()]
+    assert dead == []  # every worker reconnected on its own; none needed a restart
     assert figures["doubled"] == 0
     assert figures["lost"] == results["explicit_timeouts"]  # any unfinished task said so
 
@@ -202,8 +206,10 @@ def test_provider_faults_at_high_rates_end_every_task_within_budget_and_caps(
             "server_error": 0.1,
             "prose": 0.1,
             "truncate": 0.05,
+            "hang": 0.05,
         },
         "retry_after": 0.05,
+        "hang_seconds": 30,  # far beyond the fleet's 3 s call timeout
         "seed": 11,
     }
     request = urllib.request.Request(

@@ -165,6 +165,7 @@ def test_flower_requires_auth_and_redis_keeps_every_message() -> None:
     services = compose()["services"]
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert services["flower"]["command"][:2] == ["chorus", "flower"]  # refuses to run without auth
     redis_command = services["redis"]["command"]
     for flag, value in [("--appendonly", "yes"), ("--maxmemory-policy", "noeviction")]:
         assert redis_command[redis_command.index(flag) + 1] == value

@@ -414,6 +414,7 @@ def test_flower_requires_basic_auth_and_is_not_exposed() -> None:
     docs = deployed()
     [flower] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "flower"]
     env = {var["name"]: var for var in containers(flower)[0]["env"]}
+    assert containers(flower)[0]["command"][:2] == ["chorus", "flower"]  # no auth, no start
     assert env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]["name"] == SECRET_NAME
     for service in of_kind(docs, "Service"):
         assert service["spec"].get("type", "ClusterIP") == "ClusterIP"

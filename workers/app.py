@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from workers import kombu_patches
 from workers.registry import AGENTS, PRIORITY_LEVELS
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -50,6 +51,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": transport,
         "visibility_timeout": settings.visibility_timeout,
         "broker_connection_retry_on_startup": True,
+        # Ride out a Redis restart: a hand-off published while Redis is down waits for it
+        # (Celery's default gives up after ~1 s and the step's message would be lost) ...
+        "task_publish_retry_policy": {
+            "max_retries": max(1, int(settings.redis_outage_seconds)),
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 1,
+        },
+        # ... and so does storing a task's result.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": max(1, int(settings.redis_outage_seconds)),
+        "result_backend_max_sleep_between_retries_ms": 1000,
         "task_queues": [
             Queue(spec.queue, routing_key=spec.queue)  # type: ignore[no-untyped-call]
             for spec in AGENTS.values()
@@ -70,6 +83,7 @@ class ChorusApp(Celery):  # type: ignore[misc]
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("chorus")
+        kombu_patches.install()
         self._chorus_settings = settings
         self._runtime: Runtime | None = None
         self._runtime_lock = threading.Lock()

@@ -74,6 +74,7 @@ class ClaudeClient:
         self._policy = RetryPolicy(
             max_retries=settings.call_retries, base_delay=settings.retry_base_delay
         )
+        self._prompt_cache = settings.prompt_cache
 
     def close(self) -> None:
         self._sdk.close()
@@ -147,10 +148,10 @@ class ClaudeClient:
         # or a repeated request reads it back at a tenth of the input price.
         ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
         content: list[TextBlockParam] = [{"type": "text", "text": block} for block in prompt]
-        content[0]["cache_control"] = ephemeral
-        system: list[TextBlockParam] = [
-            {"type": "text", "text": request.system, "cache_control": ephemeral}
-        ]
+        system: list[TextBlockParam] = [{"type": "text", "text": request.system}]
+        if self._prompt_cache:
+            content[0]["cache_control"] = ephemeral
+            system[0]["cache_control"] = ephemeral
 
         def create() -> APIResponse[Message]:
             if guard is not None:

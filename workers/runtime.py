@@ -9,12 +9,31 @@ import threading
 from functools import cached_property
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from workers.claude import ClaudeClient
 from workers.guards import FleetRateLimiter, TaskBudget
 from workers.models import Price
 from workers.settings import Settings, SettingsError
 from workers.state import TaskState
+
+
+def state_client(url: str, outage_seconds: float) -> redis.Redis:
+    """A client whose commands wait out a Redis restart instead of failing the step.
+
+    Connection errors are retried with backoff capped at 1 s for about `outage_seconds`. Every
+    state script is idempotent by message id, so a command that ran before its reply was lost
+    does no harm when repeated.
+    """
+    attempts = max(1, int(outage_seconds))
+    return redis.Redis.from_url(
+        url,
+        health_check_interval=30,
+        socket_connect_timeout=2,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), attempts),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 class Runtime:
@@ -31,7 +50,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+        return state_client(self.settings.redis_url, self.settings.redis_outage_seconds)
 
     @cached_property
     def state(self) -> TaskState:

@@ -40,6 +40,12 @@ class Settings:
     """Threads per worker process: model calls are I/O bound, so many fit in one process."""
     visibility_timeout: int = 600
     """Seconds before Redis redelivers an unacknowledged message; must exceed the longest call."""
+    redis_outage_seconds: float = 30.0
+    """How long a worker rides out a Redis restart (state writes, publishes, results) before a
+    step fails; its message is then redelivered after the visibility timeout."""
+    prompt_cache: bool = True
+    """Mark the system prompt and the request cacheable (writes 1.25x, reads 0.1x the input
+    price); off only to measure what caching saves, or for a proxy that rejects cache_control."""
     database_url: str = ""
     """SQLAlchemy URL of the audit trail; empty means a SQLite file under the user's data dir."""
     audit: bool = True
@@ -87,6 +93,10 @@ class Settings:
             state_ttl=_int(env, "CHORUS_STATE_TTL", base.state_ttl),
             worker_concurrency=_int(env, "CHORUS_WORKER_CONCURRENCY", base.worker_concurrency),
             visibility_timeout=_int(env, "CHORUS_VISIBILITY_TIMEOUT", base.visibility_timeout),
+            redis_outage_seconds=_float(
+                env, "CHORUS_REDIS_OUTAGE_SECONDS", base.redis_outage_seconds
+            ),
+            prompt_cache=_bool(env, "CHORUS_PROMPT_CACHE", base.prompt_cache),
             database_url=env.get("CHORUS_DATABASE_URL") or default_database_url(env),
             audit=_bool(env, "CHORUS_AUDIT", base.audit),
             audit_maxlen=_int(env, "CHORUS_AUDIT_MAXLEN", base.audit_maxlen),
