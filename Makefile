@@ -40,10 +40,10 @@ test: lint typecheck browser
 chaos: install
 	CHORUS_CHAOS_TASKS=200 $(BIN)/pytest tests/test_chaos.py tests/test_hostile_input.py
 
+# Every figure beside its baseline (raw Celery or the ideal), one table; then the audit cost.
 bench: install
-	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench
 	$(BIN)/python -m bench.audit
-	$(BIN)/python -m bench.ratelimit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -19,17 +19,30 @@ from celery import Celery
 
 QUEUE = "raw"
 
-app = Celery("raw", broker=os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/0"))
-app.conf.update(
-    result_backend=os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-    task_default_queue=QUEUE,
-    broker_connection_retry_on_startup=True,
-)
+
+def config(url: str) -> dict[str, Any]:
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": QUEUE,
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+def producer(url: str) -> Celery:
+    """A producer-side app for a raw worker on `url`: send by name with `signature`."""
+    client = Celery("raw-producer")
+    client.conf.update(config(url))
+    return client
+
+
+app = Celery("raw")
+app.conf.update(config(os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/0")))
 
 _client_lock = threading.Lock()
 _client: anthropic.Anthropic | None = None

@@ -1,26 +1,53 @@
-"""One guarded kombu code path, so a Redis restart does not kill a worker.
+"""Guards on kombu's Redis QoS, so a Redis restart does not kill a worker.
 
-When the broker connection drops, Celery closes the old connection; kombu's Redis channel then
-tries to put the messages this worker holds back on their queues (`QoS.restore_unacked`). By
-then the connection's parameters are gone, so kombu 5.x raises `AttributeError: 'NoneType'
-object has no attribute 'hostname'` (see celery/kombu#582 and #970 for the same trap). Celery
-does not count that as a connection error and stops the worker: "Unrecoverable error".
+When the broker connection drops, Celery closes the old connection and opens a new one. Two
+kombu 5.x code paths then touch the old, torn-down channel and raise `AttributeError`
+(`'NoneType' object has no attribute 'hostname'` / `'client'`; the same trap as
+celery/kombu#582 and #970):
 
-Nothing is lost by skipping that restore: the messages stay in Redis's `unacked` hash, and
-the fleet restores them after the visibility timeout (late acks; every step is idempotent by
-message id). The worker stays up, reconnects, and finishes the calls it has in flight.
+- closing the channel tries to put the messages this worker holds back on their queues
+  (`QoS.restore_unacked`);
+- a call that was in flight during the outage finishes and acknowledges its message on the old
+  channel (`QoS.ack`, `QoS.reject`).
+
+Celery does not count `AttributeError` as a connection error and stops the worker with
+"Unrecoverable error". Here it becomes the `redis.ConnectionError` it really is, which Celery
+handles: it logs "Couldn't ack" and carries on. Nothing is lost: those messages stay in Redis's
+`unacked` hash and the fleet restores them after the visibility timeout; their steps are
+idempotent by message id, so the redelivery returns the stored result.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
-log = logging.getLogger("chorus.worker")
-
 _INSTALLED = False
+
+
+def _channel_closed(qos: Any) -> bool:
+    transport = getattr(qos.channel, "connection", None)
+    return transport is None or getattr(transport, "client", None) is None
+
+
+def _as_connection_error(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except AttributeError as exc:
+            if not _channel_closed(self):
+                raise
+            raise redis.ConnectionError(
+                f"broker connection already closed ({exc}); the message stays unacknowledged "
+                "in Redis and is redelivered after the visibility timeout"
+            ) from exc
+
+    return guarded
 
 
 def install() -> None:
@@ -28,20 +55,7 @@ def install() -> None:
     global _INSTALLED
     if _INSTALLED:
         return
-    original: Any = kombu_redis.QoS.restore_unacked
-
-    def restore_unacked(self: Any, client: Any = None) -> Any:
-        try:
-            return original(self, client)
-        except AttributeError as exc:
-            log.warning(
-                "broker connection already closed; %d unacknowledged message(s) stay in Redis "
-                "and come back after the visibility timeout (%s)",
-                len(self._delivered),
-                exc,
-            )
-            self._delivered.clear()
-            return None
-
-    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+    qos: Any = kombu_redis.QoS
+    for name in ("restore_unacked", "ack", "reject"):
+        setattr(qos, name, _as_connection_error(getattr(qos, name)))
     _INSTALLED = True
