@@ -134,7 +134,7 @@ def test_kill_9_of_a_worker_of_each_agent_type_loses_nothing(
         chaos_fleet.start(agent)  # the supervisor (compose, k8s, systemd) restarts it
 
     outcomes = []
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(len(handles)) as pool:
         outcomes = list(pool.map(lambda h: h.wait(180), handles))
     client = redis.Redis.from_url(chaos_fleet.env["CHORUS_REDIS_URL"])
     figures = check_nothing_lost_or_doubled(handles, client)
@@ -173,7 +173,7 @@ def test_a_redis_restart_mid_run_ends_every_task_or_says_so(
         results["done" if outcome.status == "done" else "failed"] += 1
 
     started = time.monotonic()
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(len(handles)) as pool:
         list(pool.map(wait, handles))
     assert time.monotonic() - started < 150  # every wait returned within its timeout
     client = redis.Redis.from_url(chaos_fleet.env["CHORUS_REDIS_URL"])
@@ -222,7 +222,7 @@ def test_provider_faults_at_high_rates_end_every_task_within_budget_and_caps(
         dispatcher.submit(f"faulty request {n}: summarize the outage", budget_usd=budget)
         for n in range(TASKS)
     ]
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(len(handles)) as pool:
         outcomes = list(pool.map(lambda h: h.wait(180), handles))
     settings = Settings.from_env(chaos_fleet.env)
     client = redis.Redis.from_url(chaos_fleet.env["CHORUS_REDIS_URL"])

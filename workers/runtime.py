@@ -19,21 +19,25 @@ from workers.settings import Settings, SettingsError
 from workers.state import TaskState
 
 
-def state_client(url: str, outage_seconds: float) -> redis.Redis:
-    """A client whose commands wait out a Redis restart instead of failing the step.
+def state_client(url: str, outage_seconds: float, max_connections: int = 100) -> redis.Redis:
+    """A client that waits out a Redis restart, and waits for a free connection when busy.
 
-    Connection errors are retried with backoff capped at 1 s for about `outage_seconds`. Every
+    Connection errors are retried with backoff capped at 1 s for about `outage_seconds`; every
     state script is idempotent by message id, so a command that ran before its reply was lost
-    does no harm when repeated.
+    does no harm when repeated. The pool blocks at `max_connections` instead of raising
+    "Too many connections", so a producer with hundreds of waiting threads just queues.
     """
     attempts = max(1, int(outage_seconds))
-    return redis.Redis.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=max(outage_seconds, 5.0),
         health_check_interval=30,
         socket_connect_timeout=2,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), attempts),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+    return redis.Redis(connection_pool=pool)
 
 
 class Runtime:
@@ -50,7 +54,10 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return state_client(self.settings.redis_url, self.settings.redis_outage_seconds)
+        settings = self.settings
+        # One connection per worker thread, plus room for the producer side and the limiter.
+        connections = max(100, settings.worker_concurrency + 32)
+        return state_client(settings.redis_url, settings.redis_outage_seconds, connections)
 
     @cached_property
     def state(self) -> TaskState:
