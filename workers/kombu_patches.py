@@ -8,7 +8,7 @@ celery/kombu#582 and #970):
 - closing the channel tries to put the messages this worker holds back on their queues
   (`QoS.restore_unacked`);
 - a call that was in flight during the outage finishes and acknowledges its message on the old
-  channel (`QoS.ack`, `QoS.reject`).
+  channel (`QoS.ack`, `QoS.reject`), or publishes its hand-off on it (`Channel._put`).
 
 Celery does not count `AttributeError` as a connection error and stops the worker with
 "Unrecoverable error". Here it becomes the `redis.ConnectionError` it really is, which Celery
@@ -29,18 +29,20 @@ from kombu.transport import redis as kombu_redis
 _INSTALLED = False
 
 
-def _channel_closed(qos: Any) -> bool:
-    transport = getattr(qos.channel, "connection", None)
+def _channel_closed(channel: Any) -> bool:
+    transport = getattr(channel, "connection", None)
     return transport is None or getattr(transport, "client", None) is None
 
 
-def _as_connection_error(method: Callable[..., Any]) -> Callable[..., Any]:
+def _as_connection_error(
+    method: Callable[..., Any], channel_of: Callable[[Any], Any]
+) -> Callable[..., Any]:
     @functools.wraps(method)
     def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except AttributeError as exc:
-            if not _channel_closed(self):
+            if not _channel_closed(channel_of(self)):
                 raise
             raise redis.ConnectionError(
                 f"broker connection already closed ({exc}); the message stays unacknowledged "
@@ -57,5 +59,9 @@ def install() -> None:
         return
     qos: Any = kombu_redis.QoS
     for name in ("restore_unacked", "ack", "reject"):
-        setattr(qos, name, _as_connection_error(getattr(qos, name)))
+        setattr(qos, name, _as_connection_error(getattr(qos, name), lambda q: q.channel))
+    # A hand-off published on the old channel: as a connection error, kombu's publish retry
+    # (task_publish_retry_policy) revives the channel and sends it again.
+    channel: Any = kombu_redis.Channel
+    channel._put = _as_connection_error(channel._put, lambda c: c)
     _INSTALLED = True
