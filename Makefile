@@ -38,7 +38,7 @@ test: lint typecheck browser
 
 # The reliability suite at full size: 200 tasks per fault, figures printed at the end.
 chaos: install
-	CHORUS_CHAOS_TASKS=200 $(BIN)/pytest tests/test_chaos.py tests/test_hostile_input.py
+	CHORUS_CHAOS_FULL=1 CHORUS_CHAOS_TASKS=200 $(BIN)/pytest tests/test_chaos.py tests/test_hostile_input.py
 
 # Every figure beside its baseline (raw Celery or the ideal), one table; then the audit cost.
 bench: install
