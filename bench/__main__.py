@@ -34,6 +34,7 @@ from bench import ratelimit, rawcelery
 from dispatcher import Dispatcher
 from dispatcher.embedded import (
     ManagedProcess,
+    celery_worker_argv,
     start_redis,
     start_simulator,
     start_worker,
@@ -134,26 +135,7 @@ class Bench:
             "ANTHROPIC_API_KEY": "sk-sim-bench",
         }
         node = f"raw.{os.getpid()}.{self._next_db}@{platform.node()}"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bench.rawcelery",
-            "worker",
-            "-Q",
-            rawcelery.QUEUE,
-            "-n",
-            node,
-            "--pool",
-            "threads",
-            "-c",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        argv = celery_worker_argv("bench.rawcelery", rawcelery.QUEUE, node, concurrency)
         worker = ManagedProcess(f"raw-{self._next_db}", argv, env, self.work)
         app = rawcelery.producer(url)
         try:
@@ -458,14 +440,7 @@ def rate_limits(bench: Bench, seconds: float) -> list[Row]:
 # -- 7. cost ----------------------------------------------------------------------------------
 
 
-PATTERN_OPTIONS: dict[str, dict[str, Any]] = {
-    "route": {},
-    "pipeline": {},
-    "fanout": {},
-    "consensus": {},
-    "evaluate": {},
-    "orchestrate": {},
-}
+COST_PATTERNS = ("route", "pipeline", "fanout", "consensus", "evaluate", "orchestrate")
 
 
 def ledger_cost(sim_url: str) -> tuple[int, int]:
@@ -495,11 +470,11 @@ def cost(bench: Bench, requests: int) -> list[Row]:
     with bench.simulator(0.0) as sim:
         for setup, extra in setups.items():
             with bench.chorus(list(AGENTS), sim, 16, **extra) as (dispatcher, _):
-                for pattern, options in PATTERN_OPTIONS.items():
+                for pattern in COST_PATTERNS:
                     clear_ledger(sim)
                     for n in range(requests):
                         text = f"Should we move the archive to cold storage? Case {n}."
-                        outcome = dispatcher.submit(text, pattern=pattern, **options).wait(120)
+                        outcome = dispatcher.submit(text, pattern=pattern).wait(120)
                         bench.expect(
                             outcome.status in {"done", "needs_review"},
                             f"cost {setup} {pattern}: {outcome.status}",

@@ -158,18 +158,14 @@ def node_name(agents: Sequence[str]) -> str:
     return f"{'+'.join(agents)}.{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
 
 
-def start_worker(
-    agents: Sequence[str], env: Mapping[str, str], log_dir: Path, *, concurrency: int = 16
-) -> ManagedProcess:
-    queues = ",".join(get_agent(name).queue for name in agents)
-    label = "+".join(agents)
-    node = node_name(agents)
-    argv = [
+def celery_worker_argv(app_module: str, queues: str, node: str, concurrency: int) -> list[str]:
+    """`celery worker` as the stack runs it: threads pool, no gossip or mingle."""
+    return [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "workers.app",
+        app_module,
         "worker",
         "-Q",
         queues,
@@ -184,6 +180,15 @@ def start_worker(
         "--without-gossip",
         "--without-mingle",
     ]
+
+
+def start_worker(
+    agents: Sequence[str], env: Mapping[str, str], log_dir: Path, *, concurrency: int = 16
+) -> ManagedProcess:
+    queues = ",".join(get_agent(name).queue for name in agents)
+    label = "+".join(agents)
+    node = node_name(agents)
+    argv = celery_worker_argv("workers.app", queues, node, concurrency)
     return ManagedProcess(f"worker-{label}-{node.split('@')[0]}", argv, env, log_dir)
 
 
