@@ -46,6 +46,7 @@ from workers.registry import AGENTS
 from workers.settings import Settings
 
 TEXT = "Summarize the storage options for the archive"
+PHASE_NAMES = ("hop", "fanout", "concurrency", "throughput", "ratelimit", "cost")
 
 
 @dataclass
@@ -501,23 +502,28 @@ def cost(bench: Bench, requests: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument("--only", metavar="PHASE", help="run one phase: " + ", ".join(PHASE_NAMES))
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.only is not None and args.only not in PHASE_NAMES:
+        parser.error(f"--only takes one of: {', '.join(PHASE_NAMES)}")
     work = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
     server, url = start_redis(work)
     bench = Bench(work, url)
     started = time.perf_counter()
     rows: list[Row] = []
     phases: list[tuple[str, Callable[[], list[Row]]]] = [
-        ("hop overhead", lambda: hop_overhead(bench, 40 if quick else 300)),
-        ("fan-out and pipeline", lambda: fanout_and_pipeline(bench, 1.0, [3, 10, 50])),
+        ("hop", lambda: hop_overhead(bench, 40 if quick else 300)),
+        ("fanout", lambda: fanout_and_pipeline(bench, 1.0, [3, 10, 50])),
         ("concurrency", lambda: concurrency(bench, 100 if quick else 500, 2.0)),
         ("throughput", lambda: throughput(bench, 60 if quick else 300)),
-        ("rate limits", lambda: rate_limits(bench, 5 if quick else 20)),
+        ("ratelimit", lambda: rate_limits(bench, 5 if quick else 20)),
         ("cost", lambda: cost(bench, 1 if quick else 3)),
     ]
     try:
         for name, phase in phases:
+            if args.only not in (None, name):
+                continue
             print(f"# {name} ...", file=sys.stderr, flush=True)
             rows.extend(phase())
     finally:
