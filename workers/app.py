@@ -6,13 +6,15 @@ Settings are read when the app is first configured, not at import time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
-from celery import Celery
+import redis
+from celery import Celery, signals
 from kombu.entity import Queue
 
-from workers import kombu_patches
+from workers import kombu_patches, transit
 from workers.registry import AGENTS, PRIORITY_LEVELS
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -89,6 +91,7 @@ class ChorusApp(Celery):  # type: ignore[misc]
         self._runtime_lock = threading.Lock()
         self.add_defaults(lambda: celery_config(self.settings))
         register_agent_tasks(self)
+        self.steps["worker"].add(transit.ReaperStep)
 
     @property
     def settings(self) -> Settings:
@@ -102,6 +105,33 @@ class ChorusApp(Celery):  # type: ignore[misc]
             if self._runtime is None:
                 self._runtime = Runtime(self.settings)
             return self._runtime
+
+
+def _off_the_ledger(consumer: Any, task_id: object) -> None:
+    """A worker holds the message now (it is in kombu's `unacked`): drop it from the ledger."""
+    app = getattr(consumer, "app", None)
+    if not isinstance(app, ChorusApp) or not isinstance(task_id, str):
+        return
+    # On a Redis error the reaper finds it in `unacked`, or causes a harmless duplicate.
+    with contextlib.suppress(redis.RedisError):
+        transit.received(app.runtime().redis, task_id)
+
+
+def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    _off_the_ledger(sender, getattr(request, "id", None))
+
+
+def _on_unknown(sender: Any = None, id: object = None, **_: Any) -> None:
+    _off_the_ledger(sender, id)
+
+
+def _on_rejected(sender: Any = None, message: Any = None, **_: Any) -> None:
+    _off_the_ledger(sender, (getattr(message, "headers", None) or {}).get("id"))
+
+
+signals.task_received.connect(_on_received, weak=False)
+signals.task_unknown.connect(_on_unknown, weak=False)
+signals.task_rejected.connect(_on_rejected, weak=False)
 
 
 def create_app(settings: Settings | None = None) -> ChorusApp:

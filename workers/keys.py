@@ -23,6 +23,21 @@ DEAD_LETTER_RETRIES = f"{PREFIX}:dlq:retried"
 METRICS = f"{PREFIX}:metrics"
 """Hash of fleet-wide counters (`name|agent|model...` -> value) for `chorus metrics`."""
 
+TRANSIT = f"{PREFIX}:transit"
+"""Hash: Celery task id -> an agent message published and not yet received by a worker."""
+
+TRANSIT_INDEX = f"{PREFIX}:transit:index"
+"""Sorted set: the same ids, scored by when they were published (or last seen on their way)."""
+
+TRANSIT_SUSPECTS = f"{PREFIX}:transit:suspects"
+"""Hash: id -> when the reaper first found its message in no queue and no `unacked` hash."""
+
+TRANSIT_RESTORES = f"{PREFIX}:transit:restores"
+"""Hash: id -> how often the reaper put its message back."""
+
+TRANSIT_LOCK = f"{PREFIX}:transit:lock"
+"""One reaper of the fleet sweeps at a time."""
+
 REVIEWS = f"{PREFIX}:reviews"
 """Sorted set of task ids waiting for a human decision, scored by when they started waiting."""
 

@@ -15,6 +15,9 @@ Celery does not count `AttributeError` as a connection error and stops the worke
 handles: it logs "Couldn't ack" and carries on. Nothing is lost: those messages stay in Redis's
 `unacked` hash and the fleet restores them after the visibility timeout; their steps are
 idempotent by message id, so the redelivery returns the stored result.
+
+Publishing (`Channel._put`) also writes each agent message to the transit ledger, in the same
+pipeline and ahead of its LPUSH (see workers/transit.py for why).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+
+from workers import transit
 
 _INSTALLED = False
 
@@ -52,6 +57,30 @@ def _as_connection_error(
     return guarded
 
 
+def _put_tracked(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+    """kombu 5.7's `Channel._put`, with the transit ledger's commands ahead of the LPUSH."""
+    pri = self._get_message_priority(message, reverse=False)
+    key = self._q_for_pri(queue, pri)
+    element = transit.dumps(message)
+    commands = [*transit.ledger_commands(key, message, element), ("lpush", key, element)]
+    if self._expires and queue in self._expires:
+        for step in self.priority_steps:
+            commands.append(("pexpire", self._q_for_pri(queue, step), self._expires[queue]))
+    publish_batch = kwargs.pop("_publish_batch", None)
+    if publish_batch is not None:
+        for name, *args in commands:
+            publish_batch.add(name, *args)
+        return
+    with self.conn_or_acquire() as client:
+        if len(commands) == 1:
+            client.lpush(key, element)
+            return
+        with client.pipeline() as pipe:
+            for name, *args in commands:
+                getattr(pipe, name)(*args)
+            pipe.execute()
+
+
 def install() -> None:
     """Idempotent; called when the Celery app is created."""
     global _INSTALLED
@@ -63,5 +92,5 @@ def install() -> None:
     # A hand-off published on the old channel: as a connection error, kombu's publish retry
     # (task_publish_retry_policy) revives the channel and sends it again.
     channel: Any = kombu_redis.Channel
-    channel._put = _as_connection_error(channel._put, lambda c: c)
+    channel._put = _as_connection_error(_put_tracked, lambda c: c)
     _INSTALLED = True

@@ -43,6 +43,9 @@ class Settings:
     redis_outage_seconds: float = 30.0
     """How long a worker rides out a Redis restart (state writes, publishes, results) before a
     step fails; its message is then redelivered after the visibility timeout."""
+    transit_check_seconds: float = 15.0
+    """A message published this long ago and found in no queue and no worker's hands (lost in
+    kombu's BRPOP window by a killed worker or a Redis restart) is put back; 0 switches off."""
     prompt_cache: bool = True
     """Mark the system prompt and the request cacheable (writes 1.25x, reads 0.1x the input
     price); off only to measure what caching saves, or for a proxy that rejects cache_control."""
@@ -95,6 +98,9 @@ class Settings:
             visibility_timeout=_int(env, "CHORUS_VISIBILITY_TIMEOUT", base.visibility_timeout),
             redis_outage_seconds=_float(
                 env, "CHORUS_REDIS_OUTAGE_SECONDS", base.redis_outage_seconds
+            ),
+            transit_check_seconds=_float(
+                env, "CHORUS_TRANSIT_CHECK_SECONDS", base.transit_check_seconds
             ),
             prompt_cache=_bool(env, "CHORUS_PROMPT_CACHE", base.prompt_cache),
             database_url=env.get("CHORUS_DATABASE_URL") or default_database_url(env),
