@@ -41,6 +41,8 @@ from dispatcher.embedded import (
     wait_until,
 )
 from workers.app import create_app
+from workers.claude import _output_schema
+from workers.flow import StepOptions, output_model
 from workers.models import DEFAULT_PRICES, DEFAULT_TIERS, Usage, cost_micro_usd
 from workers.registry import AGENTS
 from workers.settings import Settings
@@ -159,12 +161,26 @@ class Bench:
         return time.perf_counter() - started
 
 
-def raw_call(app: Any, text: str) -> Any:
-    return app.signature("raw.call", args=(text,), queue=rawcelery.QUEUE)
+def agent_request(agent: str) -> dict[str, Any]:
+    """What `agent` asks the model (model, system prompt, output schema, max_tokens), so the
+    raw baseline asks the simulator for exactly the same work."""
+    spec = AGENTS[agent]
+    return {
+        "model": Settings().model_for(spec.tier),
+        "system": spec.system_prompt,
+        "schema": _output_schema(output_model(spec, StepOptions())),
+        "max_tokens": spec.max_tokens,
+    }
 
 
-def raw_relay(app: Any) -> Any:
-    return app.signature("raw.relay", queue=rawcelery.QUEUE)
+def raw_call(app: Any, text: str, agent: str = "summarizer") -> Any:
+    request = agent_request(agent)
+    return app.signature("raw.call", args=(text, request), queue=rawcelery.QUEUE)
+
+
+def raw_relay(app: Any, agent: str = "summarizer") -> Any:
+    request = agent_request(agent)
+    return app.signature("raw.relay", kwargs={"request": request}, queue=rawcelery.QUEUE)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -238,7 +254,7 @@ def fanout_and_pipeline(bench: Bench, latency: float, widths: list[int]) -> list
         bench.chorus(agents, sim, slots, CHORUS_WORKER_CONCURRENCY=str(slots)) as (dispatcher, _),
         bench.raw(sim, slots) as (raw_app, _),
     ):
-        call = raw_call(raw_app, TEXT)
+        call = raw_call(raw_app, TEXT, "research")
         timed_task(bench, dispatcher, pattern="pipeline", steps=["research"])  # warm up
         sequential, _ = timed_task(
             bench, dispatcher, pattern="pipeline", steps=["research", "research", "research"]
@@ -277,9 +293,9 @@ def fanout_and_pipeline(bench: Bench, latency: float, widths: list[int]) -> list
                 )
         timed_task(bench, dispatcher, pattern="pipeline")
         wall, _ = timed_task(bench, dispatcher, pattern="pipeline")  # research, drafter, critic
-        relay = raw_relay(raw_app)
-        raw_timed(chain(call, relay, relay))
-        raw_chain = raw_timed(chain(call, relay, relay))
+        steps = chain(call, raw_relay(raw_app, "drafter"), raw_relay(raw_app, "critic"))
+        raw_timed(steps)
+        raw_chain = raw_timed(steps)
         rows.append(
             Row(
                 f"3. 3-step pipeline, L = {L:g} s: wall / 3L",

@@ -1,14 +1,17 @@
 """The baseline: raw Celery doing the same work as a Chorus agent, with nothing of Chorus.
 
 Same broker, same threads pool, JSON, late acks and prefetch 1 (the delivery guarantees Chorus
-needs), no task events, no state, no guards. `raw.call` makes the same kind of model call an
-agent makes (the official SDK against the simulator, forced tool use); `raw.noop` does nothing.
+needs), no task events, no state, no guards. `raw.call` makes the model call an agent makes:
+the official SDK against the simulator, with the agent's model, system prompt, output schema
+and max_tokens passed in by the producer (`call_request`), so both sides ask the simulator for
+the same work; `raw.noop` does nothing.
 
     RAW_REDIS_URL=... ANTHROPIC_BASE_URL=... celery -A bench.rawcelery worker -Q raw -P threads
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -47,12 +50,6 @@ app.conf.update(config(os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/0
 _client_lock = threading.Lock()
 _client: anthropic.Anthropic | None = None
 
-SCHEMA = {
-    "type": "object",
-    "properties": {"summary": {"type": "string"}},
-    "required": ["summary"],
-}
-
 
 def client() -> anthropic.Anthropic:
     global _client
@@ -63,26 +60,30 @@ def client() -> anthropic.Anthropic:
 
 
 @app.task(name="raw.call")
-def call(text: str) -> dict[str, Any]:
-    return _call(text)
+def call(text: str, request: dict[str, Any]) -> dict[str, Any]:
+    return _call(text, request)
 
 
 @app.task(name="raw.relay")
-def relay(previous: dict[str, Any]) -> dict[str, Any]:
+def relay(previous: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
     """A chain step: the next call takes the previous answer's id as its input."""
-    return _call(f"Continue from {previous['id']}")
+    return _call(f"Continue from {previous['id']}", request)
 
 
-def _call(text: str) -> dict[str, Any]:
+def _call(text: str, request: dict[str, Any]) -> dict[str, Any]:
+    """One structured-output call shaped like an agent's (prompt caching marks included)."""
     started = time.time()
+    cache = {"type": "ephemeral"}
     reply = client().messages.create(
-        model=os.environ.get("RAW_MODEL", "claude-haiku-5-5"),
-        max_tokens=1024,
-        system="You summarize requests.",
-        messages=[{"role": "user", "content": text}],
-        tools=[{"name": "answer", "description": "The answer.", "input_schema": SCHEMA}],
-        tool_choice={"type": "tool", "name": "answer"},
+        model=request["model"],
+        max_tokens=request["max_tokens"],
+        system=[{"type": "text", "text": request["system"], "cache_control": cache}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": text, "cache_control": cache}]}
+        ],
+        output_config={"format": {"type": "json_schema", "schema": request["schema"]}},
     )
+    json.loads(reply.content[0].text)  # the agent parses its answer too
     return {"started": started, "finished": time.time(), "id": reply.id}
 
 

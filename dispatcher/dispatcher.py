@@ -77,9 +77,11 @@ class TaskOutcome:
 
 
 class TaskHandle:
-    def __init__(self, dispatcher: Dispatcher, task_id: str) -> None:
+    def __init__(self, dispatcher: Dispatcher, task_id: str, *, fresh: bool = False) -> None:
         self._dispatcher = dispatcher
         self.task_id = task_id
+        self._fresh = fresh
+        """Just submitted: its first wait goes straight to the result, no state read first."""
 
     def __repr__(self) -> str:
         return f"TaskHandle(task_id={self.task_id!r})"
@@ -104,7 +106,8 @@ class TaskHandle:
         A task that already ended (or waits for review) is answered from its recorded state,
         so this works after the Celery result has expired too.
         """
-        message = self._recorded_final()
+        message = None if self._fresh else self._recorded_final()
+        self._fresh = False
         if message is None:
             result = AsyncResult(self.task_id, app=self._dispatcher.app)
             try:
@@ -237,13 +240,13 @@ class Dispatcher:
             root_message=root.to_dict(),
             budget_tokens=tokens,
             budget_micro_usd=round(usd * 1_000_000),
+            planned=planned_agents(canvas),
         )
-        self.state.plan(root.task_id, planned_agents(canvas))
         # One Redis pipeline for every message of the canvas (kombu 5.7 publish batches):
         # a 50-way fan-out leaves in one round trip instead of fifty.
         with self.app.producer_or_acquire() as producer, producer.batch():
             canvas.apply_async(task_id=root.task_id, producer=producer)
-        return TaskHandle(self, root.task_id)
+        return TaskHandle(self, root.task_id, fresh=True)
 
     @property
     def reviews(self) -> ReviewQueue:

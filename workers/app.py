@@ -6,12 +6,10 @@ Settings are read when the app is first configured, not at import time.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
-import redis
-from celery import Celery, signals
+from celery import Celery
 from kombu.entity import Queue
 
 from workers import kombu_patches, transit
@@ -74,9 +72,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_priority": PRIORITY_LEVELS["normal"],
         "task_create_missing_queues": False,
         "result_expires": settings.state_ttl,
-        "worker_send_task_events": True,
+        "worker_send_task_events": settings.task_events,
         "task_send_sent_event": True,
-        "task_track_started": True,
+        # No STARTED result writes: nothing reads them (Flower has the task-started event, the
+        # producer's progress comes from the task hash), and each costs a write and a publish.
     }
 
 
@@ -105,33 +104,6 @@ class ChorusApp(Celery):  # type: ignore[misc]
             if self._runtime is None:
                 self._runtime = Runtime(self.settings)
             return self._runtime
-
-
-def _off_the_ledger(consumer: Any, task_id: object) -> None:
-    """A worker holds the message now (it is in kombu's `unacked`): drop it from the ledger."""
-    app = getattr(consumer, "app", None)
-    if not isinstance(app, ChorusApp) or not isinstance(task_id, str):
-        return
-    # On a Redis error the reaper finds it in `unacked`, or causes a harmless duplicate.
-    with contextlib.suppress(redis.RedisError):
-        transit.received(app.runtime().redis, task_id)
-
-
-def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
-    _off_the_ledger(sender, getattr(request, "id", None))
-
-
-def _on_unknown(sender: Any = None, id: object = None, **_: Any) -> None:
-    _off_the_ledger(sender, id)
-
-
-def _on_rejected(sender: Any = None, message: Any = None, **_: Any) -> None:
-    _off_the_ledger(sender, (getattr(message, "headers", None) or {}).get("id"))
-
-
-signals.task_received.connect(_on_received, weak=False)
-signals.task_unknown.connect(_on_unknown, weak=False)
-signals.task_rejected.connect(_on_rejected, weak=False)
 
 
 def create_app(settings: Settings | None = None) -> ChorusApp:

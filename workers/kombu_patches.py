@@ -17,17 +17,20 @@ handles: it logs "Couldn't ack" and carries on. Nothing is lost: those messages 
 idempotent by message id, so the redelivery returns the stored result.
 
 Publishing (`Channel._put`) also writes each agent message to the transit ledger, in the same
-pipeline and ahead of its LPUSH (see workers/transit.py for why).
+pipeline and ahead of its LPUSH; receiving (`QoS.append`) takes it off the ledger in the same
+transaction that records it as unacknowledged (see workers/transit.py for why).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from workers import transit
 
@@ -81,12 +84,28 @@ def _put_tracked(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) 
             pipe.execute()
 
 
+def _append_tracked(self: Any, message: Any, delivery_tag: str) -> None:
+    """kombu 5.7's `QoS.append`, plus the ledger removal inside its MULTI/EXEC: the message is
+    never in neither place (a worker holds it from here; the visibility timeout guards it)."""
+    delivery = message.delivery_info
+    entry = transit.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+    with self.pipe_or_acquire() as pipe:
+        pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+        pipe.hset(self.unacked_key, delivery_tag, entry)
+        task_id = transit.tracked(message._raw)
+        if task_id is not None:
+            transit.received(pipe, task_id)
+        pipe.execute()
+    virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+
 def install() -> None:
     """Idempotent; called when the Celery app is created."""
     global _INSTALLED
     if _INSTALLED:
         return
     qos: Any = kombu_redis.QoS
+    qos.append = _append_tracked
     for name in ("restore_unacked", "ack", "reject"):
         setattr(qos, name, _as_connection_error(getattr(qos, name), lambda q: q.channel))
     # A hand-off published on the old channel: as a connection error, kombu's publish retry

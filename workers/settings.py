@@ -46,6 +46,9 @@ class Settings:
     transit_check_seconds: float = 15.0
     """A message published this long ago and found in no queue and no worker's hands (lost in
     kombu's BRPOP window by a killed worker or a Redis restart) is put back; 0 switches off."""
+    task_events: bool = False
+    """Workers always send task events. Off by default: Flower switches them on (Celery's
+    `enable_events`, every 5 s) while it runs, so nobody pays for events nobody watches."""
     prompt_cache: bool = True
     """Mark the system prompt and the request cacheable (writes 1.25x, reads 0.1x the input
     price); off only to measure what caching saves, or for a proxy that rejects cache_control."""
@@ -102,6 +105,7 @@ class Settings:
             transit_check_seconds=_float(
                 env, "CHORUS_TRANSIT_CHECK_SECONDS", base.transit_check_seconds
             ),
+            task_events=_bool(env, "CHORUS_TASK_EVENTS", base.task_events),
             prompt_cache=_bool(env, "CHORUS_PROMPT_CACHE", base.prompt_cache),
             database_url=env.get("CHORUS_DATABASE_URL") or default_database_url(env),
             audit=_bool(env, "CHORUS_AUDIT", base.audit),

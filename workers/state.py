@@ -243,7 +243,10 @@ class TaskState:
         root_message: dict[str, Any],
         budget_tokens: int | None = None,
         budget_micro_usd: int | None = None,
+        planned: dict[str, int] | None = None,
     ) -> None:
+        """Create the task's hash; `planned` counts the steps of each agent the workflow will
+        run (see `plan`), written in the same round trip."""
         now = utc_iso()
         budget: dict[Any, Any] = {
             name: value
@@ -271,6 +274,7 @@ class TaskState:
                     "retries": 0,
                     "steps": 0,
                     **budget,
+                    **{f"queued:{agent}": count for agent, count in (planned or {}).items()},
                 },
             )
             pipe.expire(key, self._ttl)

@@ -7,12 +7,13 @@ its task waits forever (celery/kombu#305; other Redis queues close it with BRPOP
 kombu cannot use across priority lists).
 
 Chorus closes it with a ledger. Every agent message is written to the ledger in the same
-pipeline that publishes it, ahead of the LPUSH; the worker that receives it (by then it is in
-`unacked`) removes it. A reaper in every worker looks at entries older than `grace` seconds:
-one still in its queue or in `unacked` is on its way; one that is in neither on two looks at
-least `confirm` seconds apart was lost in the window, and goes back to the head of its queue,
-byte for byte. A message that reached a worker after all is handled once: every step is
-idempotent by message id.
+pipeline that publishes it, ahead of the LPUSH; the worker that receives it removes it in the
+same MULTI/EXEC that records it in `unacked` (workers/kombu_patches.py), so at every instant
+the message is in its queue, in the ledger or in `unacked`. A reaper in every worker looks at
+entries older than `grace` seconds: one still in its queue or in `unacked` is on its way; one
+in neither on two looks at least `confirm` seconds apart was lost in the window, and goes back
+to the head of its queue, byte for byte. A message that reached a worker after all is handled
+once: every step is idempotent by message id.
 """
 
 from __future__ import annotations
@@ -69,14 +70,12 @@ def ledger_commands(queue_key: str, message: dict[str, Any], element: str) -> li
     ]
 
 
-def received(client: redis.Redis, task_id: str) -> None:
-    """The message reached a worker (and kombu's `unacked`): kombu guards it from here."""
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hdel(keys.TRANSIT, task_id)
-        pipe.zrem(keys.TRANSIT_INDEX, task_id)
-        pipe.hdel(keys.TRANSIT_SUSPECTS, task_id)
-        pipe.hdel(keys.TRANSIT_RESTORES, task_id)
-        pipe.execute()
+def received(pipe: redis.client.Pipeline, task_id: str) -> None:
+    """Queue the ledger removal of a message that reached a worker (and kombu's `unacked`)."""
+    pipe.hdel(keys.TRANSIT, task_id)
+    pipe.zrem(keys.TRANSIT_INDEX, task_id)
+    pipe.hdel(keys.TRANSIT_SUSPECTS, task_id)
+    pipe.hdel(keys.TRANSIT_RESTORES, task_id)
 
 
 def redelivered_variant(element: str) -> str:
@@ -194,7 +193,9 @@ class Reaper:
             MAX_RESTORES,
             json.loads(entry)["key"],
         )
-        received(self._redis, task_id)
+        with self._redis.pipeline(transaction=False) as pipe:
+            received(pipe, task_id)
+            pipe.execute()
 
 
 class ReaperThread(threading.Thread):
