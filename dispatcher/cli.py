@@ -260,6 +260,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
         no_auth=args.no_auth,
     )
     _stderr(flower.describe(command))
+    flower.enable_task_events(Settings.from_env(command.env))
     flower.exec_flower(command)
     return 0
 

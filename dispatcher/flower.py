@@ -2,7 +2,9 @@
 
 Runs `python -m celery -A workers.app flower` with the Chorus settings' broker, so Flower sees
 the same queues (priority sub-lists summed, which needs `-A`) and the task events that workers
-and producers send (`worker_send_task_events`, `task_send_sent_event` in `workers/app.py`).
+and producers send (`task_send_sent_event` in `workers/app.py`; workers send task events while
+Flower runs: it switches them on with Celery's `enable_events` every 5 s, and `chorus flower`
+asks once at start).
 
 Credentials travel to Flower in its environment (`FLOWER_BASIC_AUTH`), never on its command
 line, where any local user could read them with `ps`; the password is never printed.
@@ -123,6 +125,24 @@ def describe(command: FlowerCommand) -> str:
     else:
         access = "NO auth (loopback only)"
     return f"flower: {command.url} ({access}); broker from CHORUS_REDIS_URL"
+
+
+def enable_task_events(settings: Settings) -> None:
+    """Ask the running workers for task events now; Flower itself first asks after 5 s.
+
+    Workers send task events only while someone watches (CHORUS_TASK_EVENTS), so without
+    this the first seconds of tasks would be missing from the dashboard.
+    """
+    from workers.app import create_app
+
+    app = create_app(settings)
+    try:
+        app.control.enable_events()
+    except Exception as exc:  # Flower retries every 5 s; a broker hiccup here is not fatal
+        reason = type(exc).__name__
+        print(f"flower: could not ask workers for task events yet ({reason})", file=sys.stderr)
+    finally:
+        app.close()
 
 
 def exec_flower(command: FlowerCommand) -> None:
