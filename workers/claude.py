@@ -45,6 +45,7 @@ class _Request:
     model: str
     system: str
     schema: dict[str, Any]
+    schema_text: str
     max_tokens: int
     user_id: str | None
 
@@ -102,11 +103,12 @@ class ClaudeClient:
         the API fails.
         """
         schema = _output_schema(output_model)
+        text = schema_text(output_model)
         replies: list[Reply] = []
         prompt = list(user_blocks)
         error = ""
         fields: tuple[str, ...] = ()
-        request = _Request(model, system, schema, max_tokens, user_id)
+        request = _Request(model, system, schema, text, max_tokens, user_id)
         for _attempt in range(2):
             reservation: Reservation | None = None
             try:
@@ -116,7 +118,7 @@ class ClaudeClient:
                         price=price,
                         system=system,
                         blocks=prompt,
-                        schema=json.dumps(schema),
+                        schema=text,
                         max_tokens=max_tokens,
                     )
                 reply = self._call(request, prompt, guard)
@@ -141,9 +143,7 @@ class ClaudeClient:
 
     def _call(self, request: _Request, prompt: list[str], guard: StepGuard | None) -> Reply:
         started = time.perf_counter()
-        estimate = (
-            guard.estimate(request.system, prompt, json.dumps(request.schema)) if guard else 0
-        )
+        estimate = guard.estimate(request.system, prompt, request.schema_text) if guard else 0
         # Cache the stable prefix (system prompt) and the request itself, so a stricter retry
         # or a repeated request reads it back at a tenth of the input price.
         ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
@@ -222,6 +222,12 @@ class ClaudeClient:
 def _output_schema(output_model: type[BaseModel]) -> dict[str, Any]:
     """Schemas are built once per model class, not on every call of a busy worker."""
     return anthropic.transform_schema(output_model)
+
+
+@functools.lru_cache(maxsize=256)
+def schema_text(output_model: type[BaseModel]) -> str:
+    """The output schema as sent, for sizing the prompt (budget holds, rate-limit estimates)."""
+    return json.dumps(_output_schema(output_model))
 
 
 class _Invalid(Exception):

@@ -52,109 +52,162 @@ def prompt_bytes(system: str, blocks: list[str], schema_text: str) -> int:
 
 # -- budgets ----------------------------------------------------------------------------------
 
-_RESERVE = """
-local task, budget = KEYS[1], KEYS[2]
-local field, tokens, usd = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local limit_tokens = tonumber(redis.call('HGET', task, 'budget_tokens') or ARGV[4])
-local limit_usd = tonumber(redis.call('HGET', task, 'budget_micro_usd') or ARGV[5])
-local function parse(v)
+BUDGET_LUA = """
+local function parse_hold(v)
   if not v then return 0, 0 end
   local t, u = string.match(v, '(%d+):(%d+)')
   return tonumber(t), tonumber(u)
 end
--- a redelivered message re-running this call replaces what its earlier run held
-local rt, ru = parse(redis.call('HGET', budget, 'r:' .. field))
-local st, su = parse(redis.call('HGET', budget, 's:' .. field))
-local used_tokens = tonumber(redis.call('HGET', budget, 'tokens') or '0') - rt - st
-local used_usd = tonumber(redis.call('HGET', budget, 'micro_usd') or '0') - ru - su
-if used_tokens + tokens > limit_tokens then
-  return {'tokens', used_tokens, tokens, limit_tokens}
-end
-if used_usd + usd > limit_usd then
-  return {'micro_usd', used_usd, usd, limit_usd}
-end
-redis.call('HDEL', budget, 's:' .. field)
-redis.call('HSET', budget, 'r:' .. field, tokens .. ':' .. usd,
-           'tokens', used_tokens + tokens, 'micro_usd', used_usd + usd)
-redis.call('EXPIRE', budget, ARGV[6])
-return false
-"""
 
-_SETTLE = """
-local budget = KEYS[1]
-local field, tokens, usd = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local function parse(v)
-  if not v then return 0, 0 end
-  local t, u = string.match(v, '(%d+):(%d+)')
-  return tonumber(t), tonumber(u)
+-- Replace the hold `field` by what the call cost (mode 'settle') or by nothing ('release').
+local function settle_budget(budget, field, tokens, usd, mode, ttl)
+  local rt, ru = parse_hold(redis.call('HGET', budget, 'r:' .. field))
+  redis.call('HDEL', budget, 'r:' .. field)
+  if mode == 'settle' then
+    redis.call('HSET', budget, 's:' .. field, tokens .. ':' .. usd)
+  else
+    tokens, usd = 0, 0
+  end
+  redis.call('HINCRBY', budget, 'tokens', tokens - rt)
+  redis.call('HINCRBY', budget, 'micro_usd', usd - ru)
+  redis.call('EXPIRE', budget, ttl)
 end
-local rt, ru = parse(redis.call('HGET', budget, 'r:' .. field))
-redis.call('HDEL', budget, 'r:' .. field)
-if ARGV[4] == 'settle' then
-  redis.call('HSET', budget, 's:' .. field, tokens .. ':' .. usd)
-else
-  tokens, usd = 0, 0
+
+-- Hold a call's worst case, or return why it does not fit. A redelivered message re-running
+-- the same call replaces what its earlier run held or spent under the same field.
+local function reserve_budget(task, budget, field, tokens, usd, default_tokens, default_usd, ttl)
+  local limit_tokens = tonumber(redis.call('HGET', task, 'budget_tokens') or default_tokens)
+  local limit_usd = tonumber(redis.call('HGET', task, 'budget_micro_usd') or default_usd)
+  local rt, ru = parse_hold(redis.call('HGET', budget, 'r:' .. field))
+  local st, su = parse_hold(redis.call('HGET', budget, 's:' .. field))
+  local used_tokens = tonumber(redis.call('HGET', budget, 'tokens') or '0') - rt - st
+  local used_usd = tonumber(redis.call('HGET', budget, 'micro_usd') or '0') - ru - su
+  if used_tokens + tokens > limit_tokens then
+    return {'tokens', used_tokens, tokens, limit_tokens}
+  end
+  if used_usd + usd > limit_usd then
+    return {'micro_usd', used_usd, usd, limit_usd}
+  end
+  redis.call('HDEL', budget, 's:' .. field)
+  redis.call('HSET', budget, 'r:' .. field, tokens .. ':' .. usd,
+             'tokens', used_tokens + tokens, 'micro_usd', used_usd + usd)
+  redis.call('EXPIRE', budget, ttl)
+  return nil
 end
-redis.call('HINCRBY', budget, 'tokens', tokens - rt)
-redis.call('HINCRBY', budget, 'micro_usd', usd - ru)
-redis.call('EXPIRE', budget, ARGV[5])
+"""
+"""Budget arithmetic as Lua functions, shared by the budget's own scripts and by the step's
+begin/record scripts, which hold and settle in the same round trip as the step's state."""
+
+_RESERVE = (
+    BUDGET_LUA
+    + """
+if ARGV[7] ~= '' then
+  settle_budget(KEYS[2], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10], ARGV[6])
+end
+return reserve_budget(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+                      ARGV[4], ARGV[5], ARGV[6]) or false
+"""
+)
+
+_SETTLE = (
+    BUDGET_LUA
+    + """
+settle_budget(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5])
 return 1
 """
+)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A call's worst case, to be held against its task's budget before the call is made."""
+
+    task_id: str
+    field: str
+    """Input message id and call number: a redelivery of the same call reuses it."""
+    tokens: int
+    micro_usd: int
+    price: Price
 
 
 @dataclass(frozen=True)
 class Reservation:
     task_id: str
     field: str
-    """Input message id and call number: a redelivery of the same call reuses it."""
     price: Price
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What replaces a hold once its call is over: the real cost, or nothing (it failed)."""
+
+    task_id: str
+    field: str
+    tokens: int
+    micro_usd: int
+    mode: str
+    """`settle` or `release`."""
+
+    def args(self) -> list[Any]:
+        return [self.field, self.tokens, self.micro_usd, self.mode]
+
+
+NO_SETTLEMENT = ["", 0, 0, ""]
+"""Lua arguments for 'nothing to settle first'."""
+
+
 class TaskBudget:
-    """Hard per-task limits in tokens and micro-dollars: reserve the worst case, then settle."""
+    """Hard per-task limits in tokens and micro-dollars: hold the worst case, then settle.
+
+    Holding and settling ride along with other writes where they can (`reserve_args`,
+    `Settlement.args`): a step's first hold goes with its begin, its last settlement with its
+    record, so budgets cost no round trip of their own on the hot path.
+    """
 
     def __init__(
         self, client: redis.Redis, *, default_tokens: int, default_micro_usd: int, ttl: int
     ) -> None:
         self._redis = client
         self._defaults = (default_tokens, default_micro_usd)
-        self._ttl = ttl
+        self.ttl = ttl
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
 
-    def reserve(
+    def hold(
         self, task_id: str, field: str, *, prompt_tokens: int, max_tokens: int, price: Price
-    ) -> Reservation:
+    ) -> Hold:
         worst = Usage(cache_creation_input_tokens=prompt_tokens, output_tokens=max_tokens)
         worst_usd = max(
             cost_micro_usd(worst, price),
             cost_micro_usd(Usage(input_tokens=prompt_tokens, output_tokens=max_tokens), price),
         )
+        return Hold(task_id, field, prompt_tokens + max_tokens, worst_usd, price)
+
+    def reserve_args(self, hold: Hold) -> list[Any]:
+        """Arguments of `reserve_budget` (BUDGET_LUA) after the two keys."""
+        return [hold.field, hold.tokens, hold.micro_usd, *self._defaults, self.ttl]
+
+    def reserve(self, hold: Hold, *, settle_first: Settlement | None = None) -> Reservation:
+        """Hold the worst case (settling an earlier call first, same round trip); raises
+        BudgetExceededError, and holds nothing, when it does not fit."""
+        settle = settle_first.args() if settle_first is not None else NO_SETTLEMENT
         refused = self._reserve(
-            keys=[keys.task(task_id), keys.budget(task_id)],
-            args=[field, prompt_tokens + max_tokens, worst_usd, *self._defaults, self._ttl],
+            keys=[keys.task(hold.task_id), keys.budget(hold.task_id)],
+            args=[*self.reserve_args(hold), *settle],
         )
         if refused:
-            what, used, want, limit = refused
-            raise BudgetExceededError(
-                task_id, what.decode() if isinstance(what, bytes) else what, used, want, limit
-            )
-        return Reservation(task_id, field, price)
+            raise refusal(hold.task_id, refused)
+        return Reservation(hold.task_id, hold.field, hold.price)
 
-    def settle(self, reservation: Reservation, usage: Usage | None) -> None:
-        """Replace the reservation by what the call cost (None: it failed, nothing was spent)."""
+    def settlement(self, reservation: Reservation, usage: Usage | None) -> Settlement:
+        """What settles the reservation (None: the call failed, nothing was spent)."""
         tokens = usage.prompt_tokens + usage.output_tokens if usage else 0
         usd = cost_micro_usd(usage, reservation.price) if usage else 0
-        self._settle(
-            keys=[keys.budget(reservation.task_id)],
-            args=[
-                reservation.field,
-                tokens,
-                usd,
-                "settle" if usage else "release",
-                self._ttl,
-            ],
-        )
+        mode = "settle" if usage else "release"
+        return Settlement(reservation.task_id, reservation.field, tokens, usd, mode)
+
+    def settle(self, settlement: Settlement) -> None:
+        self._settle(keys=[keys.budget(settlement.task_id)], args=[*settlement.args(), self.ttl])
 
     def spent(self, task_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = self._redis.hgetall(keys.budget(task_id))  # type: ignore[assignment]
@@ -168,9 +221,16 @@ class TaskBudget:
         """Count one transport retry against the task's cap; False once the cap is used up."""
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(keys.budget(task_id), "retries", 1)
-            pipe.expire(keys.budget(task_id), self._ttl)
+            pipe.expire(keys.budget(task_id), self.ttl)
             taken, _ = pipe.execute()
         return int(taken) <= cap
+
+
+def refusal(task_id: str, answer: Any) -> BudgetExceededError:
+    """The error for a `reserve_budget` refusal ({what, used, want, limit})."""
+    what, used, want, limit = answer
+    what = what.decode() if isinstance(what, bytes) else str(what)
+    return BudgetExceededError(task_id, what, int(used), int(want), int(limit))
 
 
 # -- rate limits ------------------------------------------------------------------------------
@@ -340,7 +400,12 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
 
 
 class StepGuard:
-    """Budget, rate limit and retry cap for the calls of one step (one input message)."""
+    """Budget, rate limit and retry cap for the calls of one step (one input message).
+
+    The first call's hold can be made ahead, in the step's begin (`hold`, then `opened`); a
+    call's settlement waits for the next hold or for the step's record (`take_settlement`),
+    which apply it in their own round trip.
+    """
 
     def __init__(
         self,
@@ -357,7 +422,27 @@ class StepGuard:
         self._message_id = message_id
         self._max_retries = max_task_retries
         self._calls = 0
+        self._opening: Hold | None = None
+        self._pending: Settlement | None = None
         self.retry_cap_hit = False
+
+    def hold(
+        self, *, price: Price, system: str, blocks: list[str], schema: str, max_tokens: int
+    ) -> Hold:
+        """The worst case of the next call: the whole prompt written to the cache, plus
+        max_tokens of output."""
+        worst_prompt = math.ceil(prompt_bytes(system, blocks, schema) / BUDGET_BYTES_PER_TOKEN)
+        return self._budget.hold(
+            self._task_id,
+            f"{self._message_id}:{self._calls + 1}",
+            prompt_tokens=worst_prompt + PROMPT_OVERHEAD,
+            max_tokens=max_tokens,
+            price=price,
+        )
+
+    def opened(self, hold: Hold) -> None:
+        """`hold` was made together with the step's begin; the first call uses it."""
+        self._opening = hold
 
     def reserve(
         self,
@@ -369,18 +454,26 @@ class StepGuard:
         schema: str,
         max_tokens: int,
     ) -> Reservation:
-        self._calls += 1
-        worst_prompt = math.ceil(prompt_bytes(system, blocks, schema) / BUDGET_BYTES_PER_TOKEN)
-        return self._budget.reserve(
-            self._task_id,
-            f"{self._message_id}:{self._calls}",
-            prompt_tokens=worst_prompt + PROMPT_OVERHEAD,
-            max_tokens=max_tokens,
-            price=price,
+        hold = self.hold(
+            price=price, system=system, blocks=blocks, schema=schema, max_tokens=max_tokens
         )
+        self._calls += 1
+        opening, self._opening = self._opening, None
+        if opening == hold:
+            return Reservation(hold.task_id, hold.field, hold.price)
+        pending, self._pending = self._pending, None
+        return self._budget.reserve(hold, settle_first=pending)
 
     def settle(self, reservation: Reservation, usage: Usage | None) -> None:
-        self._budget.settle(reservation, usage)
+        """Note what the call cost; the next hold or the step's record applies it."""
+        if self._pending is not None:  # two settlements without a hold between them
+            self._budget.settle(self._pending)
+        self._pending = self._budget.settlement(reservation, usage)
+
+    def take_settlement(self) -> Settlement | None:
+        """The settlement not yet applied, for the step's record to apply; None if none."""
+        pending, self._pending = self._pending, None
+        return pending
 
     def estimate(self, system: str, blocks: list[str], schema: str) -> int:
         return math.ceil(prompt_chars(system, blocks, schema) / CHARS_PER_TOKEN) + PROMPT_OVERHEAD

@@ -17,9 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from messages import AgentMessage, ErrorCode, ErrorPayload, MessageType, TaskRequest
+from messages import (
+    AgentMessage,
+    ErrorCode,
+    ErrorPayload,
+    MessageType,
+    TaskRequest,
+)
 from messages.envelope import ID_PATTERN, PRODUCER
-from workers.claude import Reply
+from workers import guards
+from workers.claude import Reply, schema_text
 from workers.flow import (
     Continuation,
     StepFailed,
@@ -30,8 +37,8 @@ from workers.flow import (
     next_step,
     output_model,
 )
-from workers.guards import BudgetExceededError, StepGuard
-from workers.models import cost_micro_usd
+from workers.guards import BudgetExceededError, Hold, StepGuard
+from workers.models import Price, cost_micro_usd
 from workers.registry import AgentSpec
 from workers.retry import ModelCallError, RetryEvent
 from workers.runtime import Runtime
@@ -88,8 +95,36 @@ def run_agent(
         return Outcome(incoming, None)  # an earlier step failed: pass its error on, untouched
 
     state = runtime.state
+    # Admission is checked before the step begins, so the first call's budget hold can go
+    # with the begin (one round trip); a refusal is still recorded as this step's error.
+    guard = StepGuard(
+        budget=runtime.budget,
+        limiter=runtime.limiter,
+        task_id=incoming.task_id,
+        message_id=incoming.message_id,
+        max_task_retries=runtime.settings.task_max_retries,
+    )
+    refusal: StepFailed | None = None
+    request: TaskRequest | None = None
+    call: _CallPlan | None = None
+    hold: Hold | None = None
+    try:
+        request = _admit(runtime, spec, incoming)
+        if gathered is not None:
+            request = gather(request, gathered, plan)
+        call = _plan_call(runtime, spec, request, plan)
+        hold = guard.hold(**call.sizes())
+    except StepFailed as exc:
+        refusal = exc
+    except Exception as exc:  # a bug must still end the task explicitly
+        log.exception("agent %s could not prepare message %s", spec.name, incoming.message_id)
+        refusal = StepFailed(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
     begin = state.begin_step(
-        incoming.task_id, incoming.message_id, spec.name, fingerprint(spec, incoming)
+        incoming.task_id,
+        incoming.message_id,
+        spec.name,
+        fingerprint(spec, incoming),
+        hold=runtime.budget.reserve_args(hold) if hold is not None else (),
     )
     if begin.done is not None:
         log.info("message %s already handled; returning the stored result", incoming.message_id)
@@ -100,6 +135,8 @@ def run_agent(
             f"skipped: task {incoming.task_id} ended {begin.stopped} before this step started",
         )
         return _skipped(runtime, spec, incoming, failure, delivery, started_at)
+    if hold is not None and begin.refused is None:
+        guard.opened(hold)
 
     replies: tuple[Reply, ...] = ()
     failed_retries: tuple[RetryEvent, ...] = ()
@@ -113,10 +150,11 @@ def run_agent(
                 f"{begin.loop_of} of task {incoming.task_id}: a delegation cycle; stopping it",
                 first_message_id=begin.loop_of,
             )
-        request = _admit(runtime, spec, incoming)
-        if gathered is not None:
-            request = gather(request, gathered, plan)
-        output, replies = _call(runtime, spec, request, incoming, plan)
+        if begin.refused is not None:
+            raise _over_budget(guards.refusal(incoming.task_id, begin.refused))
+        if refusal is not None or request is None or call is None:
+            raise refusal or StepFailed(ErrorCode.INTERNAL_ERROR, "no request was admitted")
+        output, replies = _call(runtime, call, incoming, guard)
         result = next_step(spec, incoming, request, output, plan)
         out = result.message
         status = "ok"
@@ -134,13 +172,14 @@ def run_agent(
     retries = tuple(event for reply in replies for event in reply.retries) + failed_retries
     if retries:
         out = out.model_copy(update={"retry_count": len(retries)})
+    out_dict = out.to_dict()
     record = StepRecord(
         task_id=incoming.task_id,
         input_message_id=incoming.message_id,
         input_message=incoming.to_dict(),
         agent=spec.name,
         status=status,
-        message=out.to_dict(),
+        message=out_dict,
         queue=delivery.queue,
         worker=delivery.worker,
         priority=delivery.priority,
@@ -153,7 +192,7 @@ def run_agent(
         cost_micro_usd=sum(cost_micro_usd(r.usage, runtime.prices[r.model]) for r in replies),
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
         raw_output=replies[-1].raw_text if replies else None,
-        summary=digest(out.to_dict()),
+        summary=digest(out_dict),
         started_at=started_at,
         finished_at=utc_iso(),
     )
@@ -165,7 +204,12 @@ def run_agent(
         final_status = None if delivery.in_chord else "failed"
     else:
         final_status = result.final_status if result else None
-    stored = state.record_step(record, final_status=final_status)
+    stored = state.record_step(
+        record,
+        final_status=final_status,
+        settle=guard.take_settlement(),
+        budget_ttl=runtime.budget.ttl,
+    )
     if stored is not record:  # a concurrent redelivery won the race: its result stands
         return Outcome(AgentMessage.from_dict(stored.message), stored)
     if status == "error":
@@ -209,38 +253,68 @@ def _admit(runtime: Runtime, spec: AgentSpec, incoming: AgentMessage) -> TaskReq
         ) from None
 
 
-def _call(
-    runtime: Runtime,
-    spec: AgentSpec,
-    request: TaskRequest,
-    incoming: AgentMessage,
-    plan: StepOptions,
-) -> tuple[BaseModel, tuple[Reply, ...]]:
+@dataclass(frozen=True)
+class _CallPlan:
+    """What the step will ask the model, known before the step begins."""
+
+    agent: str
+    model: str
+    system: str
+    blocks: list[str]
+    output_model: type[BaseModel]
+    max_tokens: int
+    price: Price
+
+    def sizes(self) -> dict[str, Any]:
+        """What a budget hold is computed from (StepGuard.hold)."""
+        return {
+            "price": self.price,
+            "system": self.system,
+            "blocks": self.blocks,
+            "schema": schema_text(self.output_model),
+            "max_tokens": self.max_tokens,
+        }
+
+
+def _plan_call(
+    runtime: Runtime, spec: AgentSpec, request: TaskRequest, plan: StepOptions
+) -> _CallPlan:
     model = runtime.settings.model_for(spec.tier)
-    guard = StepGuard(
-        budget=runtime.budget,
-        limiter=runtime.limiter,
-        task_id=incoming.task_id,
-        message_id=incoming.message_id,
-        max_task_retries=runtime.settings.task_max_retries,
+    return _CallPlan(
+        agent=spec.name,
+        model=model,
+        system=spec.system_prompt,
+        blocks=_prompt(request),
+        output_model=output_model(spec, plan),
+        max_tokens=spec.max_tokens,
+        price=runtime.prices[model],
     )
+
+
+def _over_budget(exc: BudgetExceededError) -> StepFailed:
+    failure = StepFailed(
+        ErrorCode.BUDGET_EXCEEDED, str(exc), used=exc.used, wanted=exc.want, limit=exc.limit
+    )
+    failure.replies = exc.replies
+    return failure
+
+
+def _call(
+    runtime: Runtime, call: _CallPlan, incoming: AgentMessage, guard: StepGuard
+) -> tuple[BaseModel, tuple[Reply, ...]]:
     try:
         result = runtime.claude.structured(
-            model=model,
-            system=spec.system_prompt,
-            user_blocks=_prompt(request),
-            output_model=output_model(spec, plan),
-            max_tokens=spec.max_tokens,
+            model=call.model,
+            system=call.system,
+            user_blocks=call.blocks,
+            output_model=call.output_model,
+            max_tokens=call.max_tokens,
             user_id=incoming.task_id,
             guard=guard,
-            price=runtime.prices[model],
+            price=call.price,
         )
     except BudgetExceededError as exc:
-        failure = StepFailed(
-            ErrorCode.BUDGET_EXCEEDED, str(exc), used=exc.used, wanted=exc.want, limit=exc.limit
-        )
-        failure.replies = exc.replies
-        raise failure from None
+        raise _over_budget(exc) from None
     except ModelCallError as exc:
         code = ErrorCode.RETRY_LIMIT if exc.capped else ErrorCode.MODEL_ERROR
         failure = StepFailed(code, str(exc), http_status=exc.status)
@@ -248,7 +322,7 @@ def _call(
         raise failure from None
     if result.output is None:
         code = ErrorCode.INVALID_OUTPUT
-        if spec.name == "router" and result.error_fields == ("agent",):
+        if call.agent == "router" and result.error_fields == ("agent",):
             code = ErrorCode.UNKNOWN_AGENT
         failure = StepFailed(code, f"model output rejected twice: {result.error}")
         failure.replies = result.replies

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 
 from workers import keys
+from workers.guards import BUDGET_LUA, NO_SETTLEMENT, Settlement
 
 DEAD_LETTER_MAXLEN = 100_000
 DEAD_LETTER_BODY_LIMIT = 64_000
@@ -59,7 +61,9 @@ class StepRecord:
     finished_at: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Not dataclasses.asdict: it deep-copies every nested dict first, for nothing here.
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> StepRecord:
@@ -105,7 +109,11 @@ call as the change it describes: audit costs no extra round trip on the hot path
 
 _RECORD_STEP = (
     _AUDIT
+    + BUDGET_LUA
     + """
+if ARGV[21] ~= '' then
+  settle_budget(KEYS[6], ARGV[21], tonumber(ARGV[22]), tonumber(ARGV[23]), ARGV[24], ARGV[25])
+end
 local running = 'running:' .. ARGV[13]
 if tonumber(redis.call('HGET', KEYS[2], running) or '0') > 0 then
   redis.call('HINCRBY', KEYS[2], running, -1)
@@ -152,6 +160,7 @@ return false
 
 _BEGIN_STEP = (
     _AUDIT
+    + BUDGET_LUA
     + """
 local done = redis.call('HGET', KEYS[2], ARGV[3])
 if done then return {'done', done} end
@@ -181,11 +190,17 @@ redis.call('HINCRBY', KEYS[1], 'running:' .. ARGV[4], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 audit(KEYS[3], ARGV[6], KEYS[1], ARGV[5], 'started',
       {'agent', ARGV[4], 'at', ARGV[1], 'message_id', ARGV[3]})
+if ARGV[8] ~= '' then
+  local refused = reserve_budget(KEYS[1], KEYS[5], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]),
+                                 ARGV[11], ARGV[12], ARGV[13])
+  if refused then return {'refused', unpack(refused)} end
+end
 return false
 """
 )
 """Marks a step running, unless its input was handled (`done`), the task's budget stopped it
-(`stopped`), or the same agent already saw the same input under another message (`loop`)."""
+(`stopped`), or the same agent already saw the same input under another message (`loop`);
+then holds its first call's worst case against the budget (`refused` when it does not fit)."""
 
 
 _DECIDE_REVIEW = (
@@ -213,6 +228,8 @@ class Begin:
     """The task ended (its budget ran out): steps not yet started are skipped."""
     loop_of: str | None = None
     """The id of an earlier message that brought the same input to the same agent."""
+    refused: list[Any] | None = None
+    """The step runs, but its first call's hold did not fit the budget (see guards.refusal)."""
 
 
 def utc_iso() -> str:
@@ -322,11 +339,26 @@ class TaskState:
     # -- worker side --------------------------------------------------------------------------
 
     def begin_step(
-        self, task_id: str, input_message_id: str, agent: str, fingerprint: str = ""
+        self,
+        task_id: str,
+        input_message_id: str,
+        agent: str,
+        fingerprint: str = "",
+        *,
+        hold: Sequence[Any] = (),
     ) -> Begin:
-        """Mark the task (and agent) running, or say why this step must not run."""
+        """Mark the task (and agent) running, or say why this step must not run.
+
+        `hold` (TaskBudget.reserve_args) holds the first call's worst case in the same round
+        trip."""
         answer = self._begin_step(
-            keys=[keys.task(task_id), keys.board(task_id), keys.AUDIT, keys.seen(task_id)],
+            keys=[
+                keys.task(task_id),
+                keys.board(task_id),
+                keys.AUDIT,
+                keys.seen(task_id),
+                keys.budget(task_id),
+            ],
             args=[
                 utc_iso(),
                 self._ttl,
@@ -335,19 +367,32 @@ class TaskState:
                 task_id,
                 self._audit_maxlen,
                 fingerprint,
+                *(hold or [""]),
             ],
         )
         if answer is None:
             return Begin()
-        kind, value = (part.decode() for part in cast(list[bytes], answer))
+        parts = cast(list[Any], answer)
+        if parts[0] == b"refused":
+            return Begin(refused=parts[1:])
+        kind, value = (part.decode() for part in parts)
         if kind == "done":
             return Begin(done=StepRecord.from_json(value))
         if kind == "loop":
             return Begin(loop_of=value)
         return Begin(stopped=value)
 
-    def record_step(self, record: StepRecord, *, final_status: str | None) -> StepRecord:
-        """Store the step once; on a duplicate, return the record that was stored first."""
+    def record_step(
+        self,
+        record: StepRecord,
+        *,
+        final_status: str | None,
+        settle: Settlement | None = None,
+        budget_ttl: int | None = None,
+    ) -> StepRecord:
+        """Store the step once; on a duplicate, return the record that was stored first.
+
+        `settle` applies the step's last budget settlement in the same round trip."""
         existing = self._record_step(
             keys=[
                 keys.board(record.task_id),
@@ -355,6 +400,7 @@ class TaskState:
                 keys.trace(record.task_id),
                 keys.AUDIT,
                 keys.METRICS,
+                keys.budget(record.task_id),
             ],
             args=[
                 record.input_message_id,
@@ -379,6 +425,8 @@ class TaskState:
                 if record.status != "ok"
                 else "",
                 record.latency_ms / 1000,
+                *(settle.args() if settle is not None else NO_SETTLEMENT),
+                budget_ttl or self._ttl,
             ],
         )
         return record if existing is None else StepRecord.from_json(cast(bytes, existing))

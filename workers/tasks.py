@@ -160,6 +160,9 @@ def _replay_handoff(task: Task, app: ChorusApp, handoff: AgentMessage, options: 
     raise Ignore()
 
 
+RESULT_REPR_MAX = 200
+"""Characters of a task's result that Celery's success log line shows."""
+
 DEFER_AFTER = 5.0
 """A fleet-wide pause longer than this defers the task instead of sleeping in a worker slot."""
 
@@ -198,4 +201,8 @@ def _register(app: ChorusApp, spec: AgentSpec) -> None:
 
     agent_task.__name__ = f"agent_{spec.name}"
     agent_task.__doc__ = f"Agent {spec.name!r}: {spec.purpose}"
-    app.task(name=spec.task_name, bind=True, shared=False)(agent_task)
+    # The worker logs each task's result; a short repr keeps payloads (possibly private) out
+    # of the log and spares a repr of the whole message on every success.
+    app.task(name=spec.task_name, bind=True, shared=False, resultrepr_maxsize=RESULT_REPR_MAX)(
+        agent_task
+    )
