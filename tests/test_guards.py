@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -70,6 +71,33 @@ def test_a_budget_too_small_for_one_call_makes_no_call_and_ends_budget_exceeded(
     assert "not made" in outcome.message.payload["message"]
     assert outcome.cost_micro_usd == 0
     assert ledger(handle.task_id)["calls"] == []
+
+
+def test_a_finished_task_holds_nothing_back_and_its_budget_counts_what_was_billed(
+    dispatcher: Dispatcher,
+    redis_url: str,
+    script_model: Callable[[str, list[dict[str, Any]]], None],
+    ledger: Callable[[str], dict[str, Any]],
+) -> None:
+    """Holds are settled in the same round trips as the step's begin and record, and a second
+    (stricter) call settles the first; at the end only real spending is left on the budget."""
+    text = f"Summarize the settlement drill {uuid.uuid4().hex[:8]}"
+    script_model(text, [{"text": "Sure, here is a summary in prose."}])  # forces a second call
+    handle = dispatcher.submit(text, pattern="pipeline")
+    outcome = handle.wait(60)
+
+    assert outcome.status == "done"
+    assert max(step.attempts for step in handle.trace()) == 2
+    budget = redis.Redis.from_url(redis_url).hgetall(keys.budget(handle.task_id))
+    assert not [field for field in budget if field.startswith(b"r:")]  # no hold left open
+    assert (
+        int(budget[b"micro_usd"])
+        == outcome.cost_micro_usd
+        == billed_micro_usd(ledger(handle.task_id))
+    )
+    used = outcome.input_tokens + outcome.output_tokens
+    cached = outcome.cache_creation_input_tokens + outcome.cache_read_input_tokens
+    assert int(budget[b"tokens"]) == used + cached
 
 
 @pytest.fixture
