@@ -15,6 +15,7 @@ from dispatcher.review import ReviewQueue
 from messages import AgentMessage, ChorusError, TaskRequest
 from workers.app import ChorusApp, create_app
 from workers.audit_store import AuditStore
+from workers.kombu_patches import ahead_of_publish
 from workers.registry import PRIORITY_LEVELS, get_agent
 from workers.state import StepRecord, TaskState
 from workers.tasks import planned_agents
@@ -234,7 +235,7 @@ class Dispatcher:
         tokens = settings.task_budget_tokens if budget_tokens is None else budget_tokens
         if usd < 0 or tokens < 0:
             raise ChorusError("budget_usd and budget_tokens must not be negative")
-        self.state.submit(
+        task_hash = self.state.submit_commands(
             root.task_id,
             pattern=pattern,
             root_message=root.to_dict(),
@@ -242,10 +243,17 @@ class Dispatcher:
             budget_micro_usd=round(usd * 1_000_000),
             planned=planned_agents(canvas),
         )
-        # One Redis pipeline for every message of the canvas (kombu 5.7 publish batches):
-        # a 50-way fan-out leaves in one round trip instead of fifty.
-        with self.app.producer_or_acquire() as producer, producer.batch():
+        # One Redis pipeline for the task hash and every message of the canvas (kombu 5.7
+        # publish batches): a 50-way fan-out leaves in one round trip instead of fifty-one, and
+        # the hash is written before any worker can take a message.
+        with (
+            self.app.producer_or_acquire() as producer,
+            producer.batch(),
+            ahead_of_publish(task_hash) as unsent,
+        ):
             canvas.apply_async(task_id=root.task_id, producer=producer)
+        if unsent:  # nothing went through the Redis channel (another transport)
+            self.state.execute(unsent)
         return TaskHandle(self, root.task_id, fresh=True)
 
     @property

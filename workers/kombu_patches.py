@@ -27,6 +27,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import redis
@@ -61,12 +62,35 @@ def _as_connection_error(
     return guarded
 
 
+_AHEAD: ContextVar[list[tuple[Any, ...]] | None] = ContextVar("chorus_ahead", default=None)
+
+
+@contextmanager
+def ahead_of_publish(commands: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    """Send raw Redis `commands` in the same pipeline as, and before, the next message this
+    context publishes (the Dispatcher's task hash: it must exist before a worker can take
+    the message, and so it costs no round trip of its own). Yields the commands still unsent:
+    empty once a publish took them."""
+    pending = list(commands)
+    token = _AHEAD.set(pending)
+    try:
+        yield pending
+    finally:
+        _AHEAD.reset(token)
+
+
 def _put_tracked(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-    """kombu 5.7's `Channel._put`, with the transit ledger's commands ahead of the LPUSH."""
+    """kombu 5.7's `Channel._put`, with the transit ledger's commands ahead of the LPUSH (and
+    any `ahead_of_publish` commands ahead of those)."""
     pri = self._get_message_priority(message, reverse=False)
     key = self._q_for_pri(queue, pri)
     element = transit.dumps(message)
-    commands = [*transit.ledger_commands(key, message, element), ("lpush", key, element)]
+    ahead = _AHEAD.get() or []
+    commands = [
+        *(("execute_command", *command) for command in ahead),
+        *transit.ledger_commands(key, message, element),
+        ("lpush", key, element),
+    ]
     if self._expires and queue in self._expires:
         for step in self.priority_steps:
             commands.append(("pexpire", self._q_for_pri(queue, step), self._expires[queue]))
@@ -74,6 +98,7 @@ def _put_tracked(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) 
     if publish_batch is not None:
         for name, *args in commands:
             publish_batch.add(name, *args)
+        ahead.clear()  # sent with the batch's flush, or not at all if the flush fails
         return
     with self.conn_or_acquire() as client:
         if len(commands) == 1:
@@ -83,6 +108,7 @@ def _put_tracked(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) 
             for name, *args in commands:
                 getattr(pipe, name)(*args)
             pipe.execute()
+    ahead.clear()  # only once written: a publish retried after an error sends them again
 
 
 def _append_tracked(self: Any, message: Any, delivery_tag: str) -> None:

@@ -236,6 +236,10 @@ def utc_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _flat(mapping: dict[str, Any]) -> list[Any]:
+    return [part for pair in mapping.items() for part in pair]
+
+
 class TaskState:
     """Reads and writes one Redis's task state; safe to share between threads."""
 
@@ -264,47 +268,74 @@ class TaskState:
     ) -> None:
         """Create the task's hash; `planned` counts the steps of each agent the workflow will
         run (see `plan`), written in the same round trip."""
-        now = utc_iso()
-        budget: dict[Any, Any] = {
-            name: value
-            for name, value in (
-                ("budget_tokens", budget_tokens),
-                ("budget_micro_usd", budget_micro_usd),
-            )
-            if value is not None
-        }
-        key = keys.task(task_id)
+        commands = self.submit_commands(
+            task_id,
+            pattern=pattern,
+            root_message=root_message,
+            budget_tokens=budget_tokens,
+            budget_micro_usd=budget_micro_usd,
+            planned=planned,
+        )
+        self.execute(commands)
+
+    def execute(self, commands: list[tuple[Any, ...]]) -> None:
+        """Run raw Redis commands (as `submit_commands` makes them) in one transaction."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "status": "submitted",
-                    "pattern": pattern,
-                    "submitted_at": now,
-                    "updated_at": now,
-                    "root_message": json.dumps(root_message),
-                    "cost_micro_usd": 0,
-                    "input_tokens": 0,
-                    "output_tokens": 0,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "retries": 0,
-                    "steps": 0,
-                    **budget,
-                    **{f"queued:{agent}": count for agent, count in (planned or {}).items()},
-                },
-            )
-            pipe.expire(key, self._ttl)
-            self._audit(
-                pipe,
-                task_id,
-                "submitted",
-                at=now,
-                status="submitted",
-                task={"status": "submitted", "pattern": pattern, "submitted_at": now},
-                detail={"root_message": root_message},
-            )
+            for command in commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             pipe.execute()
+
+    def submit_commands(
+        self,
+        task_id: str,
+        *,
+        pattern: str,
+        root_message: dict[str, Any],
+        budget_tokens: int | None = None,
+        budget_micro_usd: int | None = None,
+        planned: dict[str, int] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """The raw Redis commands of `submit`, for a caller that sends them in a pipeline of
+        its own (the Dispatcher sends them ahead of the task's first message)."""
+        now = utc_iso()
+        fields: dict[str, Any] = {
+            "status": "submitted",
+            "pattern": pattern,
+            "submitted_at": now,
+            "updated_at": now,
+            "root_message": json.dumps(root_message),
+            "cost_micro_usd": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "retries": 0,
+            "steps": 0,
+            **{f"queued:{agent}": count for agent, count in (planned or {}).items()},
+        }
+        if budget_tokens is not None:
+            fields["budget_tokens"] = budget_tokens
+        if budget_micro_usd is not None:
+            fields["budget_micro_usd"] = budget_micro_usd
+        key = keys.task(task_id)
+        commands: list[tuple[Any, ...]] = [
+            ("HSET", key, *_flat(fields)),
+            ("EXPIRE", key, self._ttl),
+        ]
+        if self._audit_maxlen:
+            snapshot = {"status": "submitted", "pattern": pattern, "submitted_at": now}
+            entry = {
+                "kind": "submitted",
+                "task_id": task_id,
+                "at": now,
+                "status": "submitted",
+                "task": json.dumps(snapshot),
+                "detail": json.dumps({"root_message": root_message}, default=repr),
+            }
+            commands.append(
+                ("XADD", keys.AUDIT, "MAXLEN", "~", self._audit_maxlen, "*", *_flat(entry))
+            )
+        return commands
 
     def _audit(
         self,
