@@ -120,7 +120,7 @@ class TaskHandle:
             if not isinstance(raw, dict):
                 raise ChorusError(f"task {self.task_id} ended without a message: {raw!r}")
             message = AgentMessage.from_dict(raw)
-        info = self._info()
+        info = self._dispatcher.state.totals(self.task_id) or self._info()
         return TaskOutcome(
             task_id=self.task_id,
             pattern=info.get("pattern", "unknown"),

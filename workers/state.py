@@ -533,6 +533,23 @@ class TaskState:
 
     # -- readers ------------------------------------------------------------------------------
 
+    TOTALS = (
+        "pattern",
+        "status",
+        "cost_micro_usd",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "retries",
+    )
+
+    def totals(self, task_id: str) -> dict[str, str]:
+        """The task's status and totals without the rest of its hash (the root message can be
+        half a megabyte); empty when the task is unknown or expired."""
+        values = cast(list[bytes | None], self._redis.hmget(keys.task(task_id), self.TOTALS))
+        return {k: v.decode() for k, v in zip(self.TOTALS, values, strict=True) if v is not None}
+
     def task_info(self, task_id: str) -> dict[str, str]:
         raw = cast(dict[bytes, bytes], self._redis.hgetall(keys.task(task_id)))
         return {k.decode(): v.decode() for k, v in raw.items()}
