@@ -17,13 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from messages import (
-    AgentMessage,
-    ErrorCode,
-    ErrorPayload,
-    MessageType,
-    TaskRequest,
-)
+from messages import AgentMessage, ErrorCode, ErrorPayload, MessageType, TaskRequest
 from messages.envelope import ID_PATTERN, PRODUCER
 from workers import guards
 from workers.claude import Reply, schema_text

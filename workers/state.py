@@ -256,27 +256,9 @@ class TaskState:
 
     # -- producer side ------------------------------------------------------------------------
 
-    def submit(
-        self,
-        task_id: str,
-        *,
-        pattern: str,
-        root_message: dict[str, Any],
-        budget_tokens: int | None = None,
-        budget_micro_usd: int | None = None,
-        planned: dict[str, int] | None = None,
-    ) -> None:
-        """Create the task's hash; `planned` counts the steps of each agent the workflow will
-        run (see `plan`), written in the same round trip."""
-        commands = self.submit_commands(
-            task_id,
-            pattern=pattern,
-            root_message=root_message,
-            budget_tokens=budget_tokens,
-            budget_micro_usd=budget_micro_usd,
-            planned=planned,
-        )
-        self.execute(commands)
+    def submit(self, task_id: str, **fields: Any) -> None:
+        """Create the task's hash in one transaction (`submit_commands` names the fields)."""
+        self.execute(self.submit_commands(task_id, **fields))
 
     def execute(self, commands: list[tuple[Any, ...]]) -> None:
         """Run raw Redis commands (as `submit_commands` makes them) in one transaction."""
@@ -295,8 +277,9 @@ class TaskState:
         budget_micro_usd: int | None = None,
         planned: dict[str, int] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """The raw Redis commands of `submit`, for a caller that sends them in a pipeline of
-        its own (the Dispatcher sends them ahead of the task's first message)."""
+        """The task's hash as raw Redis commands, for a caller that sends them in a pipeline of
+        its own (the Dispatcher sends them ahead of the task's first message). `planned`
+        counts the steps of each agent the workflow will run (see `plan`)."""
         now = utc_iso()
         fields: dict[str, Any] = {
             "status": "submitted",
