@@ -169,7 +169,7 @@ class TaskBudget:
     ) -> None:
         self._redis = client
         self._defaults = (default_tokens, default_micro_usd)
-        self.ttl = ttl
+        self._ttl = ttl
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
 
@@ -185,7 +185,7 @@ class TaskBudget:
 
     def reserve_args(self, hold: Hold) -> list[Any]:
         """Arguments of `reserve_budget` (BUDGET_LUA) after the two keys."""
-        return [hold.field, hold.tokens, hold.micro_usd, *self._defaults, self.ttl]
+        return [hold.field, hold.tokens, hold.micro_usd, *self._defaults, self._ttl]
 
     def reserve(self, hold: Hold, *, settle_first: Settlement | None = None) -> Reservation:
         """Hold the worst case (settling an earlier call first, same round trip); raises
@@ -207,7 +207,7 @@ class TaskBudget:
         return Settlement(reservation.task_id, reservation.field, tokens, usd, mode)
 
     def settle(self, settlement: Settlement) -> None:
-        self._settle(keys=[keys.budget(settlement.task_id)], args=[*settlement.args(), self.ttl])
+        self._settle(keys=[keys.budget(settlement.task_id)], args=[*settlement.args(), self._ttl])
 
     def spent(self, task_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = self._redis.hgetall(keys.budget(task_id))  # type: ignore[assignment]
@@ -221,7 +221,7 @@ class TaskBudget:
         """Count one transport retry against the task's cap; False once the cap is used up."""
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(keys.budget(task_id), "retries", 1)
-            pipe.expire(keys.budget(task_id), self.ttl)
+            pipe.expire(keys.budget(task_id), self._ttl)
             taken, _ = pipe.execute()
         return int(taken) <= cap
 

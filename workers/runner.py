@@ -202,7 +202,6 @@ def run_agent(
         record,
         final_status=final_status,
         settle=guard.take_settlement(),
-        budget_ttl=runtime.budget.ttl,
     )
     if stored is not record:  # a concurrent redelivery won the race: its result stands
         return Outcome(AgentMessage.from_dict(stored.message), stored)

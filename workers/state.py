@@ -112,7 +112,7 @@ _RECORD_STEP = (
     + BUDGET_LUA
     + """
 if ARGV[21] ~= '' then
-  settle_budget(KEYS[6], ARGV[21], tonumber(ARGV[22]), tonumber(ARGV[23]), ARGV[24], ARGV[25])
+  settle_budget(KEYS[6], ARGV[21], tonumber(ARGV[22]), tonumber(ARGV[23]), ARGV[24], ARGV[3])
 end
 local running = 'running:' .. ARGV[13]
 if tonumber(redis.call('HGET', KEYS[2], running) or '0') > 0 then
@@ -305,19 +305,14 @@ class TaskState:
             ("HSET", key, *_flat(fields)),
             ("EXPIRE", key, self._ttl),
         ]
-        if self._audit_maxlen:
-            snapshot = {"status": "submitted", "pattern": pattern, "submitted_at": now}
-            entry = {
-                "kind": "submitted",
-                "task_id": task_id,
-                "at": now,
-                "status": "submitted",
-                "task": json.dumps(snapshot),
-                "detail": json.dumps({"root_message": root_message}, default=repr),
-            }
-            commands.append(
-                ("XADD", keys.AUDIT, "MAXLEN", "~", self._audit_maxlen, "*", *_flat(entry))
-            )
+        commands += self._audit_commands(
+            task_id,
+            "submitted",
+            at=now,
+            status="submitted",
+            task={"status": "submitted", "pattern": pattern, "submitted_at": now},
+            detail={"root_message": root_message},
+        )
         return commands
 
     def _audit(
@@ -332,14 +327,30 @@ class TaskState:
         **fields: str,
     ) -> None:
         """Queue one audit event on a pipeline (the Lua scripts write theirs themselves)."""
+        for command in self._audit_commands(
+            task_id, kind, at=at, task=task, detail=detail, **fields
+        ):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+
+    def _audit_commands(
+        self,
+        task_id: str,
+        kind: str,
+        *,
+        at: str,
+        task: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
+        **fields: str,
+    ) -> list[tuple[Any, ...]]:
+        """The XADD of one audit event, or nothing when the audit stream is off."""
         if not self._audit_maxlen:
-            return
+            return []
         entry = {"kind": kind, "task_id": task_id, "at": at, **fields}
         if task is not None:
             entry["task"] = json.dumps(task)
         if detail is not None:
             entry["detail"] = json.dumps(detail, default=repr)
-        pipe.xadd(keys.AUDIT, entry, maxlen=self._audit_maxlen, approximate=True)  # type: ignore[arg-type]
+        return [("XADD", keys.AUDIT, "MAXLEN", "~", self._audit_maxlen, "*", *_flat(entry))]
 
     def plan(self, task_id: str, agents: dict[str, int]) -> None:
         """Count steps a workflow will run, per agent, before they start (for progress)."""
@@ -402,11 +413,11 @@ class TaskState:
         *,
         final_status: str | None,
         settle: Settlement | None = None,
-        budget_ttl: int | None = None,
     ) -> StepRecord:
         """Store the step once; on a duplicate, return the record that was stored first.
 
-        `settle` applies the step's last budget settlement in the same round trip."""
+        `settle` applies the step's last budget settlement in the same round trip (the budget
+        hash lives as long as the task state: both CHORUS_STATE_TTL)."""
         existing = self._record_step(
             keys=[
                 keys.board(record.task_id),
@@ -440,7 +451,6 @@ class TaskState:
                 else "",
                 record.latency_ms / 1000,
                 *(settle.args() if settle is not None else NO_SETTLEMENT),
-                budget_ttl or self._ttl,
             ],
         )
         return record if existing is None else StepRecord.from_json(cast(bytes, existing))
