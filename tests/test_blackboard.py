@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
 
 from dispatcher import Dispatcher
-from dispatcher.embedded import ManagedProcess, start_worker, wait_until
+from dispatcher.embedded import ManagedProcess, start_simulator, start_worker, wait_until
+from messages import AgentMessage
 from workers import keys
+from workers.app import create_app
+from workers.registry import AGENTS
+from workers.runner import Delivery, run_agent
+from workers.settings import Settings
 from workers.state import StepRecord, TaskState
 
 INPUTS = 40
@@ -104,3 +110,35 @@ def test_several_worker_processes_writing_one_task_keep_consistent_totals(
     assert outcome.input_tokens == sum(s.usage["input_tokens"] for s in steps)
     assert outcome.output_tokens == sum(s.usage["output_tokens"] for s in steps)
     assert int(handle.status()["steps"]) == 10
+
+
+def test_two_deliveries_of_one_message_at_once_leave_one_answer_and_one_hand_off(
+    stack_env: dict[str, str], log_dir: Path
+) -> None:
+    """A message restored while its first delivery still runs: both call the model, one record
+    wins, and the loser answers like a redelivery, so its router hand-off is not returned to
+    the producer as the task's answer (workers.tasks replays or drops it)."""
+    simulator, url = start_simulator(log_dir, latency=0.3)  # both calls overlap
+    try:
+        runtime = create_app(Settings.from_env({**stack_env, "ANTHROPIC_BASE_URL": url})).runtime()
+        root = AgentMessage.root(recipient="router", payload={"text": "Summarize the race drill"})
+        runtime.state.submit(root.task_id, pattern="route", root_message=root.to_dict())
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda _: run_agent(runtime, AGENTS["router"], root.to_dict(), Delivery()),
+                    range(2),
+                )
+            )
+    finally:
+        simulator.stop()
+
+    winner, loser = sorted(outcomes, key=lambda outcome: outcome.replayed)
+    assert not winner.replayed
+    assert winner.continuation is not None  # the winner delegates to the specialist
+    assert loser.replayed
+    assert loser.continuation is None
+    assert loser.message == winner.message
+    assert (
+        len(Dispatcher(create_app(Settings.from_env(stack_env))).handle(root.task_id).trace()) == 1
+    )

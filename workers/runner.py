@@ -203,8 +203,10 @@ def run_agent(
         final_status=final_status,
         settle=guard.take_settlement(),
     )
-    if stored is not record:  # a concurrent redelivery won the race: its result stands
-        return Outcome(AgentMessage.from_dict(stored.message), stored)
+    if stored is not record:
+        # A concurrent delivery of the same message won the race: its result stands, and this
+        # one answers like a redelivery (a hand-off it made is not this task's answer).
+        return Outcome(AgentMessage.from_dict(stored.message), stored, replayed=True)
     if status == "error":
         retry_with = None if gathered is not None else plan.model_dump()
         _dead_letter(runtime, spec, raw, out, retry_with)
