@@ -32,3 +32,15 @@ class SimulatorConfig:
     rpm: int | None = None
     itpm: int | None = None
     otpm: int | None = None
+    tool_turns: int = 1
+    """Tool-calling turns (tool_choice auto) in one tool loop before the final answer."""
+    parallel_tools: int = 2
+    """Most distinct tools called in one turn when offered; 1 never calls them in parallel."""
+    tool_preamble: bool = True
+    """Start each tool turn with a short text block."""
+    batch_delay: float = 1.0
+    """Seconds from a Message Batch's creation until it is processed and ends."""
+    batch_error_rate: float = 0.0
+    """Share of batched requests that end `errored` (api_error)."""
+    batch_expire_rate: float = 0.0
+    """Share of batched requests that end `expired`."""

@@ -1,4 +1,11 @@
-"""Injected faults: the failure modes of the real API, at a rate or on a schedule."""
+"""Injected faults: the failure modes of the real API, at a rate or on a schedule.
+
+One global plan applies to every request, as before. Scoped plans apply only to requests
+whose text (system prompt or messages, see `conversation.search_text`) contains their
+`match`, so tests sharing one simulator cannot consume each other's faults: a matching
+request draws from the first matching scoped plan that still has something to inject (a
+schedule entry or a rate), and then not from the global plan.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +48,10 @@ class FaultPlan:
         if any(not 0 <= r <= 1 for r in self.rates.values()) or sum(self.rates.values()) > 1:
             raise FaultConfigError("fault rates must be within 0..1 and add up to at most 1")
 
+    def active(self) -> bool:
+        """Whether this plan still decides requests (a scoped plan with nothing left does not)."""
+        return bool(self.schedule) or any(rate > 0 for rate in self.rates.values())
+
     def draw(self) -> str | None:
         """The fault for the next request, or None."""
         if self.schedule:
@@ -80,3 +91,45 @@ class FaultPlan:
             "hang_seconds": self.hang_seconds,
             "injected": dict(self.injected),
         }
+
+
+class FaultBook:
+    """The global plan and the scoped ones, keyed by their match string."""
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+        self.scoped: dict[str, FaultPlan] = {}
+
+    def draw(self, text: str) -> tuple[str | None, FaultPlan]:
+        """The fault for a request with this text, and the plan it came from."""
+        for match, plan in self.scoped.items():
+            if match in text and plan.active():
+                return plan.draw(), plan
+        return self.plan.draw(), self.plan
+
+    def update(self, data: dict[str, Any]) -> None:
+        """`match` set: replace that scoped plan; otherwise update the global plan."""
+        match = data.get("match")
+        if match is None:
+            self.plan.update(data)
+            return
+        if not isinstance(match, str) or not match:
+            raise FaultConfigError("match: a non-empty string is required")
+        plan = FaultPlan(
+            seed=int(data.get("seed", self.plan.seed)),
+            retry_after=self.plan.retry_after,
+            hang_seconds=self.plan.hang_seconds,
+        )
+        plan.update(data)
+        self.scoped[match] = plan
+
+    def clear(self, match: str | None = None) -> None:
+        """Drop one scoped plan, or all of them; the global plan stays."""
+        if match is None:
+            self.scoped.clear()
+        else:
+            self.scoped.pop(match, None)
+
+    def report(self) -> dict[str, Any]:
+        scoped = [{"match": match, **plan.report()} for match, plan in self.scoped.items()]
+        return {**self.plan.report(), "scoped": scoped}

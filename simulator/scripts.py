@@ -1,9 +1,18 @@
-"""Scripted answers: tests make the model misbehave on purpose, for one request only.
+"""Scripted answers: tests pin exactly what the model says, misbehaviour included.
 
-A script matches requests whose request text contains `match`, and answers the next such
-requests with its `responses` in order (then the generated answers resume). Each response is
-`{"tool_input": {...}}` (the forced tool is called with exactly that input) or `{"text": "..."}`
-(prose instead of a tool call).
+A script matches a request when its `match` string occurs anywhere in the request's text: the
+system prompt or any text of any message, tool results included (see
+`conversation.search_text`). So a marker in an agent's system prompt or in the question keeps
+matching across every turn of one tool loop. The first script (in the order they were added)
+that matches answers with its next response; when its responses run out it is dropped and
+the generated answers resume. Responses are used verbatim, unchecked against the request:
+
+- `{"tool_calls": [{"name": "...", "input": {...}}, ...]}`: one turn of tool_use blocks
+  (`stop_reason: tool_use`), with an optional `"text"` before them and an optional `"id"` per
+  call;
+- `{"tool_input": {...}}`: the final answer's JSON (the forced tool's input, the
+  `output_config.format` JSON text, or else that JSON as text);
+- `{"text": "..."}`: prose as the final answer.
 """
 
 from __future__ import annotations
@@ -22,6 +31,23 @@ class Script:
     responses: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _check_response(response: object) -> None:
+    if not isinstance(response, dict) or not ({"tool_calls", "tool_input", "text"} & set(response)):
+        raise ScriptError("each response needs tool_calls, tool_input or text")
+    if "tool_calls" not in response:
+        return
+    calls = response["tool_calls"]
+    if not isinstance(calls, list) or not calls:
+        raise ScriptError("tool_calls: a non-empty list is required")
+    for call in calls:
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
+            raise ScriptError("each tool call needs a name")
+        if not isinstance(call.get("input", {}), dict):
+            raise ScriptError("a tool call's input is a JSON object")
+    if "text" in response and not isinstance(response["text"], str):
+        raise ScriptError("text before tool calls must be a string")
+
+
 class ScriptBook:
     """Lives on the server's event loop thread; no locking needed."""
 
@@ -37,15 +63,15 @@ class ScriptBook:
         if not isinstance(responses, list) or not responses:
             raise ScriptError("responses: a non-empty list is required")
         for response in responses:
-            if not isinstance(response, dict) or not ({"tool_input", "text"} & set(response)):
-                raise ScriptError("each response needs tool_input or text")
+            _check_response(response)
         script = Script(match, list(responses))
         self._scripts.append(script)
         return script
 
-    def take(self, request_text: str) -> dict[str, Any] | None:
+    def take(self, text: str) -> dict[str, Any] | None:
+        """The next response of the first script whose match occurs in `text`."""
         for script in self._scripts:
-            if script.match in request_text and script.responses:
+            if script.match in text and script.responses:
                 response = script.responses.pop(0)
                 if not script.responses:
                     self._scripts.remove(script)
