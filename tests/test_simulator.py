@@ -338,6 +338,22 @@ def test_cli_prints_one_line_when_bound_and_exits_0_on_sigterm() -> None:
         process.kill()
 
 
+def test_main_takes_the_options_alone_and_tolerates_one_leading_double_dash() -> None:
+    from simulator.cli import config_from_args
+
+    argv = ["--port", "8765", "--latency", "0.5", "--tool-turns", "2", "--parallel-tools", "1"]
+    argv += ["--no-tool-preamble", "--batch-delay", "0.1", "--batch-error-rate", "0.2"]
+    config = config_from_args(argv)
+    assert config_from_args(["--", *argv]) == config  # `chorus sim -- --port 8765 ...`
+    assert (config.port, config.latency) == (8765, 0.5)
+    assert (config.tool_turns, config.parallel_tools, config.tool_preamble) == (2, 1, False)
+    assert (config.batch_delay, config.batch_error_rate, config.batch_expire_rate) == (0.1, 0.2, 0)
+    for bad in (["--parallel-tools", "0"], ["--batch-expire-rate", "1.5"], ["--bogus"]):
+        with pytest.raises(SystemExit) as refused:
+            config_from_args(bad)
+        assert refused.value.code == 2
+
+
 def test_tests_cannot_reach_the_real_anthropic_api() -> None:
     from tests import conftest
 
