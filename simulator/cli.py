@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Sequence
 
 from simulator.config import SimulatorConfig
@@ -64,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
     """The configuration `main` would serve with; exits with a usage error on bad options."""
     parser = _parser()
-    args_list = list(argv) if argv is not None else None
-    if args_list and args_list[0] == "--":
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["--"]:
         args_list = args_list[1:]
     args = parser.parse_args(args_list)
     rates = {f: getattr(args, f) for f in FAULTS if getattr(args, f)}
