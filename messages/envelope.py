@@ -28,8 +28,12 @@ from messages.errors import InvalidMessageError
 SCHEMA_VERSION = 1
 """Bump when the envelope changes shape; decoders refuse versions they do not know."""
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+ID_MAX_LENGTH = 128
+"""Longest task or message id; the audit trail's SQL columns are sized from it."""
+NAME_MAX_LENGTH = 64
+"""Longest agent name."""
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{ID_MAX_LENGTH - 1}}}$"
+NAME_PATTERN = rf"^[a-z][a-z0-9_]{{0,{NAME_MAX_LENGTH - 1}}}$"
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, strict=True)]
 AgentName = Annotated[str, Field(pattern=NAME_PATTERN, strict=True)]
