@@ -1,9 +1,10 @@
-"""The blackboard under concurrency: many processes writing one task never double an entry or a
-token, because every write is one Lua call keyed by the input message id."""
+"""The blackboard under concurrency: many writers on one task never double an entry, because
+every write is one Lua call keyed by the input message id; a delivery that raced another and
+paid for its calls too is billed, not stored."""
 
 from __future__ import annotations
 
-import multiprocessing
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,12 +26,14 @@ INPUTS = 40
 WRITERS = 6
 
 
-def write_every_step(url: str, task_id: str, writer: int, start: multiprocessing.Event) -> None:
-    """One process: records every input of the task, as a redelivery storm would."""
+def write_every_step(url: str, task_id: str, writer: int, start: threading.Barrier) -> None:
+    """One writer with its own connection: takes every input of the task, as a redelivery
+    storm would, and records it unless begin_step says it was handled."""
     state = TaskState(redis.Redis.from_url(url), ttl=60)
     start.wait(10)
     for number in range(INPUTS):
-        state.begin_step(task_id, f"in-{number}", "analyst")
+        if state.begin_step(task_id, f"in-{number}", "analyst").done is not None:
+            continue
         state.record_step(
             StepRecord(
                 task_id=task_id,
@@ -47,37 +50,34 @@ def write_every_step(url: str, task_id: str, writer: int, start: multiprocessing
         )
 
 
-def test_processes_racing_on_one_task_store_each_step_once(redis_url: str) -> None:
+def test_writers_racing_on_one_task_store_each_step_once_and_bill_every_call(
+    redis_url: str,
+) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/8"
     client = redis.Redis.from_url(url)
     client.flushdb()
     task_id = "t-race"
     TaskState(client, ttl=60).submit(task_id, pattern="fanout", root_message={})
-    context = multiprocessing.get_context("spawn")
-    start = context.Event()
-    writers = [
-        context.Process(target=write_every_step, args=(url, task_id, n, start))
-        for n in range(WRITERS)
-    ]
-    for process in writers:
-        process.start()
-    start.set()
-    for process in writers:
-        process.join(60)
-        assert process.exitcode == 0
+    start = threading.Barrier(WRITERS)
+    with ThreadPoolExecutor(WRITERS) as pool:
+        writers = [pool.submit(write_every_step, url, task_id, n, start) for n in range(WRITERS)]
+    for writer in writers:
+        writer.result()
 
-    state = TaskState(client, ttl=60)
-    info = state.task_info(task_id)
+    info = TaskState(client, ttl=60).task_info(task_id)
+    paid = INPUTS + int(info.get("duplicates", 0))  # every recorded call was a paid call
     assert client.hlen(keys.board(task_id)) == INPUTS
     assert client.xlen(keys.trace(task_id)) == INPUTS
     assert int(info["steps"]) == INPUTS
-    assert int(info["input_tokens"]) == 10 * INPUTS
-    assert int(info["output_tokens"]) == 3 * INPUTS
-    assert int(info["cost_micro_usd"]) == 5 * INPUTS
-    assert int(info["retries"]) == INPUTS
+    assert int(info["input_tokens"]) == 10 * paid
+    assert int(info["output_tokens"]) == 3 * paid
+    assert int(info["cost_micro_usd"]) == 5 * paid
+    assert int(info.get("duplicate_cost_micro_usd", 0)) == 5 * (paid - INPUTS)
+    assert int(info["retries"]) == paid
     assert int(info["running:analyst"]) == 0  # every begin was matched by one record, or none
-    step_events = [e for _, e in client.xrange(keys.AUDIT) if e[b"kind"] == b"step"]
-    assert len(step_events) == INPUTS
+    kinds = [e[b"kind"] for _, e in client.xrange(keys.AUDIT)]
+    assert kinds.count(b"step") == INPUTS
+    assert kinds.count(b"duplicate_step") == paid - INPUTS
     assert client.ttl(keys.board(task_id)) > 0
 
 

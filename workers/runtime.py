@@ -12,9 +12,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from workers.budget import TaskBudget
 from workers.claude import ClaudeClient
-from workers.guards import FleetRateLimiter, TaskBudget
 from workers.models import Price
+from workers.ratelimit import FleetRateLimiter
 from workers.settings import Settings, SettingsError
 from workers.state import TaskState
 
@@ -66,6 +67,7 @@ class Runtime:
             self.settings.state_ttl,
             audit=self.settings.audit,
             audit_maxlen=self.settings.audit_maxlen,
+            audit_max_age=self.settings.audit_max_age,
         )
 
     @cached_property

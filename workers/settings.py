@@ -56,8 +56,13 @@ class Settings:
     """SQLAlchemy URL of the audit trail; empty means a SQLite file under the user's data dir."""
     audit: bool = True
     """Write every message and transition to the audit stream (drained into SQL by the auditor)."""
-    audit_maxlen: int = 1_000_000
+    audit_maxlen: int = 100_000
     """Audit events Redis holds while no auditor drains them; older ones are trimmed past this."""
+    audit_max_age: float = 86_400.0
+    """Seconds an audit event waits in Redis for an auditor before it is trimmed; 0: any age."""
+    audit_warn_seconds: float = 300.0
+    """Workers warn (once per this many seconds) while the oldest audit event waiting is older
+    than this: nothing drains the stream. 0 switches the warning off."""
     task_budget_tokens: int = 1_000_000
     """Default hard limit of tokens (prompt + output) per task; Dispatcher.submit can override."""
     task_budget_usd: float = 1.0
@@ -110,6 +115,8 @@ class Settings:
             database_url=env.get("CHORUS_DATABASE_URL") or default_database_url(env),
             audit=_bool(env, "CHORUS_AUDIT", base.audit),
             audit_maxlen=_int(env, "CHORUS_AUDIT_MAXLEN", base.audit_maxlen),
+            audit_max_age=_float(env, "CHORUS_AUDIT_MAX_AGE", base.audit_max_age),
+            audit_warn_seconds=_float(env, "CHORUS_AUDIT_WARN_SECONDS", base.audit_warn_seconds),
             task_budget_tokens=_int(env, "CHORUS_TASK_BUDGET_TOKENS", base.task_budget_tokens),
             task_budget_usd=_float(env, "CHORUS_TASK_BUDGET_USD", base.task_budget_usd),
             task_max_retries=_int(env, "CHORUS_TASK_MAX_RETRIES", base.task_max_retries),

@@ -8,7 +8,7 @@ kombu cannot use across priority lists).
 
 Chorus closes it with a ledger. Every agent message is written to the ledger in the same
 pipeline that publishes it, ahead of the LPUSH; the worker that receives it removes it in the
-same MULTI/EXEC that records it in `unacked` (workers/kombu_patches.py), so at every instant
+same MULTI/EXEC that records it in `unacked` (workers/transport.py), so at every instant
 the message is in its queue, in the ledger or in `unacked`. A reaper in every worker looks at
 entries older than `grace` seconds: one still in its queue or in `unacked` is on its way; one
 in neither on two looks at least `confirm` seconds apart was lost in the window, and goes back
@@ -30,7 +30,7 @@ from celery import bootsteps
 from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
 
-from workers import keys
+from workers import keys, scripts
 
 log = logging.getLogger(__name__)
 
@@ -89,35 +89,7 @@ def redelivered_variant(element: str) -> str:
     return dumps(payload)
 
 
-# One atomic look at one entry. KEYS: ledger, index, suspects, restores, kombu's unacked.
-# ARGV: task id, the entry as read, queue key, element, its redelivered variant, delivery
-# tag, now, confirm seconds. Returns 0 gone, 1 on its way, 2 suspect, 3 restored.
-_LOOK = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  return 0
-end
-if redis.call('HEXISTS', KEYS[5], ARGV[6]) == 1
-   or redis.call('LPOS', ARGV[3], ARGV[4])
-   or redis.call('LPOS', ARGV[3], ARGV[5]) then
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  return 1
-end
-local since = redis.call('HGET', KEYS[3], ARGV[1])
-if not since then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[7])
-  return 2
-end
-if tonumber(ARGV[7]) - tonumber(since) < tonumber(ARGV[8]) then
-  return 2
-end
-redis.call('RPUSH', ARGV[3], ARGV[4])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
-redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
-return 3
-"""
+_LOOK = scripts.load("transit_look")
 
 
 class Reaper:
@@ -130,7 +102,6 @@ class Reaper:
         self.grace = grace
         self.confirm = confirm
         self.batch = batch
-        self._look = client.register_script(_LOOK)
 
     def sweep(self, now: float | None = None) -> dict[str, int]:
         """One pass over the oldest entries; returns how many were seen in each state."""
@@ -170,18 +141,27 @@ class Reaper:
         parsed = json.loads(entry)
         element = parsed["element"]
         tag = (loads(element).get("properties") or {}).get("delivery_tag", "")
-        args = [
-            task_id,
-            entry,
-            parsed["key"],
-            element,
-            redelivered_variant(element),
-            tag,
-            now,
-            self.confirm,
-        ]
-        ledger = [keys.TRANSIT, keys.TRANSIT_INDEX, keys.TRANSIT_SUSPECTS]
-        return int(self._look(keys=[*ledger, keys.TRANSIT_RESTORES, UNACKED], args=args))
+        state = _LOOK(
+            self._redis,
+            keys={
+                "ledger": keys.TRANSIT,
+                "index": keys.TRANSIT_INDEX,
+                "suspects": keys.TRANSIT_SUSPECTS,
+                "restores": keys.TRANSIT_RESTORES,
+                "unacked": UNACKED,
+                "queue": parsed["key"],
+            },
+            args={
+                "task_id": task_id,
+                "entry": entry,
+                "element": element,
+                "redelivered": redelivered_variant(element),
+                "delivery_tag": tag,
+                "now": now,
+                "confirm": self.confirm,
+            },
+        )
+        return int(state)
 
     def _restores(self, task_id: str) -> int:
         return int(self._redis.hget(keys.TRANSIT_RESTORES, task_id) or 0)
