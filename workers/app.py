@@ -12,11 +12,12 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from workers import kombu_patches, transit
+from workers import audit_events, transit
 from workers.registry import AGENTS, PRIORITY_LEVELS
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.tasks import register_agent_tasks
+from workers.transport import celery_options
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -32,6 +33,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.redis_url,
+        # Chorus's kombu transport (the transit ledger, closed-channel guards): selected here,
+        # so nothing in kombu is patched and other connections in the process stay plain.
+        **celery_options(settings.redis_url),
         "result_backend": settings.redis_url,
         # JSON only: pickle would let whoever can write to Redis run code on the workers.
         "task_serializer": "json",
@@ -84,13 +88,12 @@ class ChorusApp(Celery):  # type: ignore[misc]
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("chorus")
-        kombu_patches.install()
         self._chorus_settings = settings
         self._runtime: Runtime | None = None
         self._runtime_lock = threading.Lock()
         self.add_defaults(lambda: celery_config(self.settings))
         register_agent_tasks(self)
-        self.steps["worker"].add(transit.ReaperStep)
+        self.steps["worker"].update((transit.ReaperStep, audit_events.AuditWatchStep))
 
     @property
     def settings(self) -> Settings:

@@ -1,0 +1,252 @@
+"""Chorus's kombu transport: kombu's Redis transport, subclassed, for Chorus's connections alone.
+
+kombu makes `Transport.Channel` and `Channel.QoS` class attributes to be subclassed; Chorus's
+Celery app selects these classes with `broker_transport` (`celery_options`), so a process that
+imports Chorus and opens a kombu connection of its own still gets plain kombu. What they add:
+
+- **The transit ledger** (workers/transit.py). Publishing (`Channel._put`) writes each agent
+  message to the ledger in the same pipeline, ahead of its LPUSH; receiving (`QoS.append`)
+  takes it off the ledger in the MULTI/EXEC that records it as unacknowledged, so at every
+  instant the message is in its queue, in the ledger or in `unacked`.
+- **A torn-down channel is a connection error.** When the broker connection drops, Celery closes
+  the old connection and opens a new one. Two kombu 5.x code paths then touch the old channel
+  and raise `AttributeError` (`'NoneType' object has no attribute 'hostname'` / `'client'`;
+  the trap of celery/kombu#582 and #970): closing it puts this worker's messages back
+  (`QoS.restore_unacked`), and a call in flight during the outage acknowledges its message
+  (`QoS.ack`, `QoS.reject`) or publishes its hand-off (`Channel._put`) on it. Celery does not
+  count `AttributeError` as a connection error and stops the worker ("Unrecoverable error");
+  as the `redis.ConnectionError` it really is, Celery logs "Couldn't ack" and carries on, and a
+  publish is retried on a revived channel (task_publish_retry_policy). Nothing is lost: the
+  messages stay in `unacked` and come back after the visibility timeout; their steps are
+  idempotent by message id.
+- **One redis client per channel** (`conn_or_acquire`): kombu builds a `redis.Redis` for every
+  publish, ack and unacked record (about 50 µs each, several per hop). redis-py clients are
+  thread-safe, and connections still come from, and go back to, the channel's pool.
+- **`ahead_of_publish`**: raw commands sent in the pipeline of, and ahead of, the next publish
+  (the Dispatcher's task hash, which must exist before a worker can take the message).
+
+The overrides are written against kombu 5.7's code (they replace `_put` and `QoS.append`
+whole); the transport refuses to start on another kombu version.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+from urllib.parse import urlparse
+
+import kombu
+import redis
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+from messages.errors import ChorusError
+from workers import transit
+
+log = logging.getLogger(__name__)
+
+KOMBU_SERIES = "5.7"
+"""The kombu release series these overrides were written for (pyproject pins 5.7.x)."""
+
+TRANSPORT = "workers.transport:Transport"
+SENTINEL_TRANSPORT = "workers.transport:SentinelTransport"
+
+
+class KombuVersionError(ChorusError):
+    """The installed kombu is not the one the transport's overrides were written for."""
+
+
+def check_kombu_version(version: str | None = None) -> None:
+    """Refuse a kombu outside KOMBU_SERIES: `_put` and `QoS.append` copy its code."""
+    found = kombu.__version__ if version is None else version
+    if found.split(".")[:2] != KOMBU_SERIES.split("."):
+        raise KombuVersionError(
+            f"workers.transport was written for kombu {KOMBU_SERIES}.x, but kombu {found} is "
+            f"installed: install kombu=={KOMBU_SERIES}.* (pyproject.toml pins it), or port "
+            "Channel._put and QoS.append in workers/transport.py to the new version"
+        )
+
+
+def celery_options(url: str) -> dict[str, Any]:
+    """The Celery settings that select this transport for a broker URL.
+
+    kombu picks its transport from the URL's scheme only when none is given; with an explicit
+    one the scheme is no longer seen, so what kombu does for `rediss://` (TLS, and
+    certificates unchecked unless the URL's `ssl_*` query says otherwise, with a warning) is
+    done here: an `ssl_*` query in the URL still replaces `broker_use_ssl` whole.
+    """
+    scheme = urlparse(url.split(";", 1)[0]).scheme
+    options: dict[str, Any] = {
+        "broker_transport": SENTINEL_TRANSPORT if scheme == "sentinel" else TRANSPORT
+    }
+    if scheme == "rediss":
+        options["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_NONE}
+        if "ssl_cert_reqs=" not in url:
+            log.warning(
+                "rediss:// broker URL without ssl_cert_reqs: the server's certificate is not "
+                "checked; add ?ssl_cert_reqs=required (and ssl_ca_certs=) to the URL"
+            )
+    return options
+
+
+# -- a torn-down channel is a connection error -------------------------------------------------
+
+
+def _channel_closed(channel: Any) -> bool:
+    transport = getattr(channel, "connection", None)
+    return transport is None or getattr(transport, "client", None) is None
+
+
+@contextmanager
+def _closed_channel_is_connection_error(channel: Any) -> Iterator[None]:
+    try:
+        yield
+    except AttributeError as exc:
+        if not _channel_closed(channel):
+            raise
+        raise redis.ConnectionError(
+            f"broker connection already closed ({exc}); the message stays unacknowledged "
+            "in Redis and is redelivered after the visibility timeout"
+        ) from exc
+
+
+# -- raw commands ahead of the next publish ----------------------------------------------------
+
+_AHEAD: ContextVar[list[tuple[Any, ...]] | None] = ContextVar("chorus_ahead", default=None)
+
+
+@contextmanager
+def ahead_of_publish(commands: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    """Send raw Redis `commands` in the same pipeline as, and before, the next message this
+    context publishes (the Dispatcher's task hash: it must exist before a worker can take
+    the message, and so it costs no round trip of its own). Yields the commands still unsent:
+    empty once a publish took them."""
+    pending = list(commands)
+    token = _AHEAD.set(pending)
+    try:
+        yield pending
+    finally:
+        _AHEAD.reset(token)
+
+
+# -- the classes -------------------------------------------------------------------------------
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS with the ledger removal and the closed-channel guards."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """kombu 5.7's `QoS.append`, plus the ledger removal inside its MULTI/EXEC: the message
+        is never in neither place (a worker holds it from here; the visibility timeout guards
+        it)."""
+        delivery = message.delivery_info
+        entry = transit.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag, entry)
+            task_id = transit.tracked(message._raw)
+            if task_id is not None:
+                transit.received(pipe, task_id)
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        with _closed_channel_is_connection_error(self.channel):
+            return super().restore_unacked(client)  # type: ignore[no-untyped-call]
+
+    def ack(self, delivery_tag: str) -> None:
+        with _closed_channel_is_connection_error(self.channel):
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        with _closed_channel_is_connection_error(self.channel):
+            super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+
+
+class _ChannelOverrides:
+    """What Chorus changes in kombu's Redis channel, once for the plain and Sentinel ones."""
+
+    QoS = QoS
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """One client per channel and connection pool instead of one per call."""
+        if client:
+            yield client
+            return
+        channel: Any = self
+        shared = channel.__dict__.get("_chorus_client")
+        if shared is None or shared.connection_pool is not channel.pool:
+            shared = channel.__dict__["_chorus_client"] = channel._create_client()
+        yield shared
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        with _closed_channel_is_connection_error(self):
+            self._put_tracked(queue, message, **kwargs)
+
+    def _put_tracked(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """kombu 5.7's `Channel._put`, with the transit ledger's commands ahead of the LPUSH
+        (and any `ahead_of_publish` commands ahead of those)."""
+        channel: Any = self
+        pri = channel._get_message_priority(message, reverse=False)
+        key = channel._q_for_pri(queue, pri)
+        element = transit.dumps(message)
+        ahead = _AHEAD.get() or []
+        commands = [
+            *(("execute_command", *command) for command in ahead),
+            *transit.ledger_commands(key, message, element),
+            ("lpush", key, element),
+        ]
+        if channel._expires and queue in channel._expires:
+            for step in channel.priority_steps:
+                commands.append(
+                    ("pexpire", channel._q_for_pri(queue, step), channel._expires[queue])
+                )
+        publish_batch = kwargs.pop("_publish_batch", None)
+        if publish_batch is not None:
+            for name, *args in commands:
+                publish_batch.add(name, *args)
+            ahead.clear()  # sent with the batch's flush, or not at all if the flush fails
+            return
+        with self.conn_or_acquire() as client:
+            if len(commands) == 1:
+                client.lpush(key, element)
+                return
+            with client.pipeline() as pipe:
+                for name, *args in commands:
+                    getattr(pipe, name)(*args)
+                pipe.execute()
+        ahead.clear()  # only once written: a publish retried after an error sends them again
+
+
+class Channel(_ChannelOverrides, kombu_redis.Channel):
+    QoS = QoS
+
+
+class SentinelChannel(_ChannelOverrides, kombu_redis.SentinelChannel):
+    QoS = QoS
+
+
+class _CheckedStart:
+    """Refuses to start on a kombu these overrides were not written for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_kombu_version()
+        super().__init__(*args, **kwargs)
+
+
+class Transport(_CheckedStart, kombu_redis.Transport):
+    """`broker_transport = "workers.transport:Transport"` (redis:// and rediss:// URLs)."""
+
+    Channel = Channel
+
+
+class SentinelTransport(_CheckedStart, kombu_redis.SentinelTransport):
+    """`broker_transport = "workers.transport:SentinelTransport"` (sentinel:// URLs)."""
+
+    Channel = SentinelChannel
