@@ -1,9 +1,11 @@
 """`chorus metrics`: a Prometheus exporter for the fleet, read from Redis.
 
-Workers count as they record each step (inside the same Lua call, so no extra round trip): steps
-by status, model calls, tokens, cost, retries, errors by code and a latency histogram, per agent
-and model. Queue lengths are read live, priority sub-lists included, so one number per agent is
-the honest backlog for an autoscaler.
+Workers count as they record each step (inside the same Lua call, lib/step_metrics.lua, so no
+extra round trip): steps by status, model calls, tokens, cost, retries, errors by code and a
+latency histogram, per agent and model, all in one Redis hash summed across the fleet.
+`FleetCollector` turns that hash into prometheus_client metric families on every scrape; queue
+lengths are read live, priority sub-lists included, so one number per agent is the honest
+backlog for an autoscaler.
 """
 
 from __future__ import annotations
@@ -11,10 +13,19 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import redis
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from workers import keys
 from workers.registry import AGENTS
@@ -39,100 +50,123 @@ COUNTERS = {
     ),
     "cost_micro_usd": ("chorus_cost_usd_total", "Spend in USD."),
     "retries": ("chorus_retries_total", "Transport retries (429, 529, 5xx, timeouts)."),
+    "duplicates": (
+        "chorus_duplicate_steps_total",
+        "Second deliveries of a message that raced the first and paid for its calls again.",
+    ),
 }
+"""Redis field prefix -> exported counter and its help; each field is `prefix|agent|model`."""
+
+ERRORS = ("chorus_errors_total", "Steps that ended in an error, by stable error code.")
+LATENCY = ("chorus_step_latency_seconds", "Agent step latency, model calls included.")
+QUEUE = ("chorus_queue_length", "Messages waiting in an agent queue, per priority sub-list.")
 
 
 def queue_lists(queue: str) -> list[str]:
     return [queue if p == 0 else f"{queue}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class FleetCollector:
+    """A prometheus_client collector over the fleet's counters in Redis (read per scrape)."""
+
+    def __init__(self, client: redis.Redis, queues: Mapping[str, str] | None = None) -> None:
+        self._redis = client
+        self._queues = dict(queues) if queues is not None else _agent_queues()
+        """Agent name -> its queue, for the backlog gauges."""
+
+    def collect(self) -> Iterator[Metric]:
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(keys.METRICS))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        yield from self._counters(fields)
+        yield from self._latency(fields)
+        yield self._queue_lengths()
+
+    def _counters(self, fields: dict[str, str]) -> Iterator[Metric]:
+        families = {
+            prefix: CounterMetricFamily(
+                name, text, labels=["agent", "model", *(["status"] if prefix == "steps" else [])]
+            )
+            for prefix, (name, text) in COUNTERS.items()
+        }
+        errors = CounterMetricFamily(*ERRORS, labels=["agent", "code"])
+        for field, value in sorted(fields.items()):
+            prefix, *parts = field.split("|")
+            if prefix in families and len(parts) == (3 if prefix == "steps" else 2):
+                agent, model, *status = parts
+                number = int(value) / 1_000_000 if prefix == "cost_micro_usd" else int(value)
+                families[prefix].add_metric([agent, model or "none", *status], number)
+            elif prefix == "errors" and len(parts) == 2:
+                errors.add_metric(parts, int(value))
+        yield from (family for family in families.values() if family.samples)
+        if errors.samples:
+            yield errors
+
+    def _latency(self, fields: dict[str, str]) -> Iterator[Metric]:
+        buckets: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        sums: dict[tuple[str, str], float] = {}
+        counts: dict[tuple[str, str], int] = {}
+        for field, value in fields.items():
+            prefix, *parts = field.split("|")
+            if prefix == "latency_bucket" and len(parts) == 3:
+                buckets[(parts[0], parts[1])][parts[2]] = int(value)
+            elif prefix == "latency_sum" and len(parts) == 2:
+                sums[(parts[0], parts[1])] = float(value)
+            elif prefix == "latency_count" and len(parts) == 2:
+                counts[(parts[0], parts[1])] = int(value)
+        if not counts:
+            return
+        bounds = sorted({le for series in buckets.values() for le in series}, key=float)
+        histogram = HistogramMetricFamily(*LATENCY, labels=["agent", "model"])
+        for agent, model in sorted(counts):
+            series = buckets.get((agent, model), {})
+            # Cumulative already (a step counts in every bucket it fits); +Inf is the count.
+            cumulative = [(le, float(series.get(le, 0))) for le in bounds]
+            cumulative.append(("+Inf", float(counts[(agent, model)])))
+            histogram.add_metric(
+                [agent, model or "none"], cumulative, sum_value=sums.get((agent, model), 0.0)
+            )
+        yield histogram
+
+    def _queue_lengths(self) -> Metric:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for queue in self._queues.values():
+                for name in queue_lists(queue):
+                    pipe.llen(name)
+            lengths = iter(pipe.execute())
+        gauge = GaugeMetricFamily(*QUEUE, labels=["agent", "queue", "priority"])
+        for agent, queue in self._queues.items():
+            for priority in PRIORITY_STEPS:
+                gauge.add_metric([agent, queue, str(priority)], int(next(lengths)))
+        return gauge
 
 
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+def _agent_queues() -> dict[str, str]:
+    return {agent: spec.queue for agent, spec in AGENTS.items()}
 
 
 def collect(client: redis.Redis) -> str:
-    """The exposition text (Prometheus format 0.0.4)."""
-    raw = cast(dict[bytes, bytes], client.hgetall(keys.METRICS))
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
-    series: dict[str, list[str]] = defaultdict(list)
-    buckets: list[tuple[str, str, float, str]] = []
-    for field, value in sorted(fields.items()):
-        name, *parts = field.split("|")
-        if name in COUNTERS and len(parts) >= 2:
-            metric = COUNTERS[name][0]
-            labels = {"agent": parts[0], "model": parts[1] or "none"}
-            if name == "steps":
-                labels["status"] = parts[2]
-            number = int(value) / 1_000_000 if name == "cost_micro_usd" else int(value)
-            series[metric].append(f"{metric}{_labels(**labels)} {number}")
-        elif name == "errors" and len(parts) == 2:
-            metric = "chorus_errors_total"
-            series[metric].append(f"{metric}{_labels(agent=parts[0], code=parts[1])} {value}")
-        elif name == "latency_bucket" and len(parts) == 3:
-            metric = "chorus_step_latency_seconds_bucket"
-            labels = {"agent": parts[0], "model": parts[1] or "none", "le": parts[2]}
-            line = f"{metric}{_labels(**labels)} {value}"
-            buckets.append((parts[0], parts[1], float(parts[2]), line))
-        elif name in ("latency_sum", "latency_count") and len(parts) == 2:
-            metric = f"chorus_step_latency_seconds_{name.split('_')[1]}"
-            labels = {"agent": parts[0], "model": parts[1] or "none"}
-            series[metric].append(f"{metric}{_labels(**labels)} {value}")
-            if name == "latency_count":  # the +Inf bucket equals the count
-                inf = {**labels, "le": "+Inf"}
-                line = f"chorus_step_latency_seconds_bucket{_labels(**inf)} {value}"
-                buckets.append((parts[0], parts[1], float("inf"), line))
-    if buckets:  # each series' buckets in increasing `le`, +Inf last
-        series["chorus_step_latency_seconds_bucket"] = [line for *_, line in sorted(buckets)]
-    with client.pipeline(transaction=False) as pipe:
-        for spec in AGENTS.values():
-            for name in queue_lists(spec.queue):
-                pipe.llen(name)
-        lengths = pipe.execute()
-    position = 0
-    for agent, spec in AGENTS.items():
-        for priority in PRIORITY_STEPS:
-            labels = {"agent": agent, "queue": spec.queue, "priority": str(priority)}
-            series["chorus_queue_length"].append(
-                f"chorus_queue_length{_labels(**labels)} {lengths[position]}"
-            )
-            position += 1
-    lines: list[str] = []
-    helps = {metric: text for metric, text in COUNTERS.values()}
-    helps.update(
-        chorus_errors_total="Steps that ended in an error, by stable error code.",
-        chorus_queue_length="Messages waiting in an agent queue, per priority sub-list.",
-    )
-    for metric in sorted(series):
-        family = metric.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
-        if metric.startswith("chorus_step_latency_seconds"):
-            if metric.endswith("_bucket"):
-                lines.append(f"# HELP {family} Agent step latency, model calls included.")
-                lines.append(f"# TYPE {family} histogram")
-        else:
-            kind = "gauge" if metric == "chorus_queue_length" else "counter"
-            lines.append(f"# HELP {metric} {helps.get(metric, metric)}")
-            lines.append(f"# TYPE {metric} {kind}")
-        lines.extend(series[metric])
-    return "\n".join(lines) + "\n"
+    """The exposition text (Prometheus text format 0.0.4)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(client))
+    return generate_latest(registry).decode()
 
 
 def serve(client: redis.Redis, address: str, port: int) -> ThreadingHTTPServer:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(client))
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?")[0] not in ("/metrics", "/"):
                 self.send_error(404)
                 return
             try:
-                body = collect(client).encode()
+                body = generate_latest(registry)
             except redis.RedisError as exc:
                 self.send_error(503, f"Redis unavailable: {type(exc).__name__}")
                 return
             self.send_response(200)
-            self.send_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("content-type", CONTENT_TYPE_PLAIN_0_0_4)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from dispatcher import Dispatcher
 from dispatcher.embedded import ManagedProcess, free_port, wait_until
+from dispatcher.metrics import collect
 from tests.test_cli import with_db
 from workers.app import create_app
 from workers.settings import Settings
+from workers.state import StepRecord, TaskState
 
 
 @pytest.fixture
@@ -38,7 +41,10 @@ def exporter(stack_env: dict[str, str], log_dir: Path) -> Iterator[str]:
 def scrape(url: str) -> dict[str, float]:
     with urllib.request.urlopen(url, timeout=5) as answer:
         assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
-        text = answer.read().decode()
+        return samples_of(answer.read().decode())
+
+
+def samples_of(text: str) -> dict[str, float]:
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -127,3 +133,46 @@ def _answers(url: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_the_collector_turns_the_fleets_counters_into_metric_families(
+    stack_env: dict[str, str],
+) -> None:
+    """No workers: steps recorded straight into a database of their own, then one scrape."""
+    client = redis.Redis.from_url(with_db(stack_env, 12)["CHORUS_REDIS_URL"])
+    client.flushdb()
+    state = TaskState(client, ttl=60)
+    for number, (status, seconds) in enumerate([("ok", 0.3), ("ok", 7.0), ("error", 200.0)]):
+        state.record_step(
+            StepRecord(
+                task_id="t-metrics",
+                input_message_id=f"in-{number}",
+                agent="judge",
+                status=status,
+                message={"payload": {"code": "invalid_output"}},
+                model="claude-sonnet-5-5",
+                attempts=2,
+                usage={"input_tokens": 100, "output_tokens": 10},
+                cost_micro_usd=1_500,
+                latency_ms=seconds * 1000,
+            ),
+            final_status=None,
+        )
+    text = collect(client)
+    samples = samples_of(text)
+
+    def value(metric: str, **labels: str) -> float:
+        return total(samples, metric, agent="judge", **labels)
+
+    assert "# TYPE chorus_steps_total counter" in text
+    assert "# TYPE chorus_step_latency_seconds histogram" in text
+    assert value("chorus_steps_total", model="claude-sonnet-5-5", status="ok") == 2
+    assert value("chorus_model_calls_total") == 6
+    assert value("chorus_cost_usd_total") == pytest.approx(0.0045)
+    assert value("chorus_errors_total", code="invalid_output") == 1
+    assert value("chorus_step_latency_seconds_bucket", le="0.5") == 1
+    assert value("chorus_step_latency_seconds_bucket", le="10") == 2
+    assert value("chorus_step_latency_seconds_bucket", le="+Inf") == 3
+    assert value("chorus_step_latency_seconds_count") == 3
+    assert value("chorus_step_latency_seconds_sum") == pytest.approx(207.3)
+    assert total(samples, "chorus_queue_length", agent="router", priority="0") == 0
