@@ -4,19 +4,22 @@ and answers "what did agent X do, and when" after Redis has forgotten the task."
 from __future__ import annotations
 
 import json
-import time
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from dispatcher import Dispatcher
 from dispatcher.audit import parse_when
 from dispatcher.embedded import ManagedProcess, wait_until
+from messages import AgentMessage
+from messages.envelope import ID_MAX_LENGTH, NAME_MAX_LENGTH
 from tests.test_cli import chorus, with_db
 from workers import keys
-from workers.audit_store import AuditStore
+from workers.audit_store import AuditStore, events, tasks
 from workers.auditor import Auditor, AuditorOptions, decode
 from workers.state import StepRecord, TaskState
 
@@ -161,14 +164,14 @@ def test_a_batch_an_auditor_died_on_is_claimed_by_another_and_written_once(
         state.record_step(record("t-claim", number), final_status=None)
     store = AuditStore(f"sqlite:///{tmp_path / 'claim.sqlite3'}")
 
-    dying = Auditor(client, store, AuditorOptions(claim_idle=0.2), consumer="dying")
+    dying = Auditor(client, store, AuditorOptions(claim_idle=3600), consumer="dying")
     taken = client.xreadgroup(keys.AUDITORS, "dying", {keys.AUDIT: ">"}, count=100)
     assert len(taken[0][1]) == 21  # read, never written or acknowledged: the process died
     assert dying.drain() == 0
     assert store.count() == 0
 
-    time.sleep(0.3)
-    survivor = Auditor(client, store, AuditorOptions(claim_idle=0.2), consumer="survivor")
+    # Another auditor takes over entries idle longer than its claim_idle (0: at once).
+    survivor = Auditor(client, store, AuditorOptions(claim_idle=0), consumer="survivor")
     assert survivor.drain() == 21
     assert store.count() == 21
     store.write([])  # and replaying a written batch changes nothing:
@@ -179,7 +182,7 @@ def test_a_batch_an_auditor_died_on_is_claimed_by_another_and_written_once(
     assert sum(r["cost_micro_usd"] for r in store.query(task_id="t-claim")) == 20 * 7
 
 
-def test_a_malformed_entry_is_logged_and_skipped_not_a_stuck_stream(
+def test_a_malformed_entry_is_set_apart_as_a_dead_letter_not_a_stuck_stream(
     stack_env: dict[str, str], tmp_path: Any
 ) -> None:
     client = fresh_stream(stack_env, 6)
@@ -189,13 +192,98 @@ def test_a_malformed_entry_is_logged_and_skipped_not_a_stuck_stream(
     TaskState(client, ttl=60).submit("t-good", pattern="route", root_message={})
     assert auditor.drain() == 2
     assert [row["task_id"] for row in store.query()] == ["t-good"]
+    ((_, letter),) = client.xrange(keys.DEAD_LETTERS)
+    assert (letter[b"code"], letter[b"task_id"]) == (b"audit_row", b"t-bad")
+    assert json.loads(letter[b"body"]) == {"kind": "step", "task_id": "t-bad"}
 
 
-def test_audit_off_writes_nothing_to_the_stream(stack_env: dict[str, str]) -> None:
-    client = fresh_stream(stack_env, 7)
-    state = TaskState(client, ttl=60, audit=False)
-    state.submit("t-off", pattern="route", root_message={})
-    state.begin_step("t-off", "in-1", "analyst")
-    state.record_step(record("t-off", 1), final_status="done")
-    assert not client.exists(keys.AUDIT)
-    assert state.task_info("t-off")["status"] == "done"
+def test_ids_of_the_longest_length_a_message_allows_fit_the_audit_columns(
+    stack_env: dict[str, str], database_url: str
+) -> None:
+    """On PostgreSQL (CHORUS_TEST_DATABASE_URL) the column sizes are enforced."""
+    client = fresh_stream(stack_env, 9)
+    task_id, message_id = "t" * ID_MAX_LENGTH, "m" * ID_MAX_LENGTH
+    AgentMessage.root(recipient="analyst", payload={}, task_id=task_id)  # a valid id
+    state = TaskState(client, ttl=60)
+    state.submit(task_id, pattern="route", root_message={})
+    state.record_step(
+        StepRecord(
+            task_id=task_id,
+            input_message_id=message_id,
+            agent="a" * NAME_MAX_LENGTH,
+            status="ok",
+            message={"message_id": message_id, "parent_message_id": message_id},
+            finished_at="2026-11-24T14:32:00+00:00",
+        ),
+        final_status="done",
+    )
+    store = AuditStore(database_url)
+    assert Auditor(client, store, consumer="long-ids").drain() == 2
+    rows = store.query(task_id=task_id)
+    assert [row["kind"] for row in rows] == ["submitted", "step"]
+    assert rows[1]["message_id"] == message_id
+    assert store.task_info(task_id)["status"] == "done"
+    assert not client.exists(keys.DEAD_LETTERS)
+
+
+def test_a_row_sql_refuses_goes_to_a_dead_letter_and_its_batch_is_written(
+    stack_env: dict[str, str], database_url: str
+) -> None:
+    client = fresh_stream(stack_env, 10)
+    state = TaskState(client, ttl=60)
+    state.submit("t-rows", pattern="consensus", root_message={"message_id": "root"})
+    for number in range(3):
+        state.record_step(record("t-rows", number), final_status=None)
+    poison = {**record("t-rows", 9).__dict__, "cost_micro_usd": 2**70}  # fits no BIGINT
+    at = "2026-11-24T14:32:00+00:00"
+    client.xadd(
+        keys.AUDIT, {"kind": "step", "task_id": "t-rows", "at": at, "record": json.dumps(poison)}
+    )
+    store = AuditStore(database_url)
+
+    assert Auditor(client, store, consumer="rows").drain() == 5
+    kinds = [row["kind"] for row in store.query(task_id="t-rows")]
+    assert kinds == ["submitted", "step", "step", "step"]
+    ((_, letter),) = client.xrange(keys.DEAD_LETTERS)
+    assert (letter[b"code"], letter[b"agent"], letter[b"task_id"]) == (
+        b"audit_row",
+        b"auditor",
+        b"t-rows",
+    )
+    assert b"could not be written to SQL" in letter[b"error"]
+    assert json.loads(json.loads(letter[b"body"])["record"])["cost_micro_usd"] == 2**70
+    assert client.xlen(keys.AUDIT) == 0  # nothing left pending: the batch is not stuck
+    assert not [e for _, e in client.xrange(keys.AUDIT) if e[b"kind"] == b"dead_letter"]
+
+
+def test_an_older_databases_short_id_columns_are_widened() -> None:
+    """Tables an older Chorus created had 64-character ids; PostgreSQL enforces the size."""
+    base = os.environ.get("CHORUS_TEST_DATABASE_URL", "")
+    if not base.startswith("postgresql"):
+        pytest.skip("SQLite does not enforce string lengths (CHORUS_TEST_DATABASE_URL for PG)")
+    schema = f"chorus_widen_{os.getpid()}"
+    engine = sa.create_engine(base)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    try:
+        old = sa.MetaData()
+        for table in (events, tasks):
+            short = [sa.Column(c.name, sa.String(64) if c.name.endswith("_id") and
+                               c.name != "event_id" and c.name != "last_event_id" else c.type)
+                     for c in table.columns]  # fmt: skip
+            sa.Table(table.name, old, *short)
+        narrow = sa.create_engine(url)
+        old.create_all(narrow)
+
+        AuditStore(url).close()
+
+        for table in (events, tasks):
+            for column in sa.inspect(narrow).get_columns(table.name):
+                if column["name"] in ("task_id", "message_id", "parent_message_id"):
+                    assert column["type"].length == ID_MAX_LENGTH, (table.name, column)
+        narrow.dispose()
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()

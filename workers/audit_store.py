@@ -2,7 +2,9 @@
 
 SQLAlchemy Core over two tables, so the same code runs on SQLite (the embedded default) and
 PostgreSQL (production). Rows are keyed by their audit-stream id, so writing a batch twice (an
-auditor that died before acknowledging it) changes nothing.
+auditor that died before acknowledging it) changes nothing. Id and name columns are sized from
+the envelope's own limits (messages/envelope.py), so any valid message fits; a row SQL refuses
+all the same is set apart (`write_or_isolate`) instead of holding its whole batch back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from messages.envelope import ID_MAX_LENGTH, NAME_MAX_LENGTH
+
 metadata = sa.MetaData()
 
 events = sa.Table(
@@ -26,12 +30,12 @@ events = sa.Table(
     # The Redis stream id, zero-padded so text order is time order.
     sa.Column("event_id", sa.String(32), primary_key=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("task_id", sa.String(64), nullable=False, index=True),
+    sa.Column("task_id", sa.String(ID_MAX_LENGTH), nullable=False, index=True),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("agent", sa.String(64)),
+    sa.Column("agent", sa.String(NAME_MAX_LENGTH)),
     sa.Column("status", sa.String(32)),
-    sa.Column("message_id", sa.String(64)),
-    sa.Column("parent_message_id", sa.String(64)),
+    sa.Column("message_id", sa.String(ID_MAX_LENGTH)),
+    sa.Column("parent_message_id", sa.String(ID_MAX_LENGTH)),
     sa.Column("model", sa.String(128)),
     sa.Column("input_tokens", sa.BigInteger, nullable=False, default=0),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, default=0),
@@ -45,7 +49,7 @@ events = sa.Table(
 tasks = sa.Table(
     "chorus_tasks",
     metadata,
-    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(ID_MAX_LENGTH), primary_key=True),
     sa.Column("pattern", sa.String(32)),
     sa.Column("status", sa.String(32), index=True),
     sa.Column("submitted_at", sa.DateTime(timezone=True), index=True),
@@ -92,6 +96,27 @@ class AuditEvent:
         }
 
 
+@dataclass(frozen=True)
+class AuditWrite:
+    """What a write did: rows new to the table, and events whose row could not be written."""
+
+    added: int
+    failed: list[tuple[AuditEvent, Exception]]
+
+
+def _row_fault(exc: Exception) -> bool:
+    """Is this the fault of one row: a value its column refuses (too long, out of range, a NUL
+    byte), a broken constraint, a record that cannot become a row? Any other error is the
+    database's own (unreachable, locked, a table missing, no permission): retry the batch."""
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        return False
+    return isinstance(
+        exc, sa.exc.StatementError | ValueError | TypeError | KeyError | ArithmeticError
+    )
+
+
 def sortable_event_id(stream_id: str) -> str:
     """'1732545120000-3' -> '001732545120000-000003': text order equals stream order."""
     millis, _, seq = stream_id.partition("-")
@@ -122,6 +147,7 @@ class AuditStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             metadata.create_all(self.engine)
+            self._widen_columns()
 
     @classmethod
     def existing(cls, url: str) -> AuditStore | None:
@@ -138,6 +164,26 @@ class AuditStore:
 
     # -- writing ------------------------------------------------------------------------------
 
+    def _widen_columns(self) -> None:
+        """Tables an older Chorus created keep their column sizes; widen any shorter string
+        column to today's size (PostgreSQL enforces them, SQLite does not)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as connection:
+            for table in (events, tasks):
+                found = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    want = getattr(column.type, "length", None)
+                    have = getattr(found.get(column.name), "length", None)
+                    if want and have and have < want:
+                        connection.execute(
+                            sa.text(
+                                f'ALTER TABLE "{table.name}" ALTER COLUMN "{column.name}" '
+                                f"TYPE VARCHAR({int(want)})"
+                            )
+                        )
+
     def write(self, batch: Sequence[AuditEvent]) -> int:
         """Insert a batch in one transaction; returns rows new to the table."""
         if not batch:
@@ -150,6 +196,29 @@ class AuditStore:
             for row in self._task_rows(batch):
                 connection.execute(self._upsert_task(row))
         return max(int(added or 0), 0)
+
+    def write_or_isolate(self, batch: Sequence[AuditEvent]) -> AuditWrite:
+        """Insert a batch in one transaction; if that fails, insert it event by event and set
+        apart the events whose row cannot be written (any database error for that row, or a
+        record that cannot become a row), so one bad row never holds its batch back forever.
+
+        Errors of the database itself (unreachable, locked, a table missing) are raised
+        instead: the batch stays pending and is retried, nothing is set apart."""
+        try:
+            return AuditWrite(self.write(batch), [])
+        except Exception as exc:
+            if not _row_fault(exc):
+                raise
+        added = 0
+        failed: list[tuple[AuditEvent, Exception]] = []
+        for event in batch:
+            try:
+                added += self.write([event])
+            except Exception as exc:
+                if not _row_fault(exc):
+                    raise
+                failed.append((event, exc))
+        return AuditWrite(added, failed)
 
     def _insert(self, table: sa.Table) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite

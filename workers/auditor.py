@@ -3,7 +3,9 @@
 Agents only append to a stream (inside the Lua call that records their step). Auditors read it
 through one consumer group, insert a batch in one transaction, then acknowledge and delete it.
 An auditor that dies mid-batch leaves its entries pending; another claims them after
-`claim_idle` seconds, and the idempotent insert makes the replay harmless.
+`claim_idle` seconds, and the idempotent insert makes the replay harmless. An entry that cannot
+become a row, or a row SQL refuses, goes to the dead-letter stream (code `audit_row`) with the
+entry and the reason, so it never holds its batch back.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from typing import cast
 import redis
 
 from workers import keys
+from workers.audit_events import AuditStream, utc_iso
 from workers.audit_store import AuditEvent, AuditStore, parse_time, sortable_event_id
+from workers.deadletters import DeadLetter, DeadLetterWriter
 
 log = logging.getLogger("chorus.auditor")
+
+AUDIT_ROW = "audit_row"
+"""Dead-letter code of an audit entry that could not be written to SQL."""
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -65,6 +72,7 @@ class Auditor:
         self._store = store
         self._options = options or AuditorOptions()
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self._letters = DeadLetterWriter(client, AuditStream(maxlen=0))
         self._ensure_group()
 
     def _ensure_group(self) -> None:
@@ -80,18 +88,35 @@ class Auditor:
         if not entries:
             return 0
         good: list[AuditEvent] = []
+        raw_of: dict[str, dict[bytes, bytes]] = {}
         for entry_id, raw in entries:
             try:
-                good.append(decode(entry_id, raw))
+                event = decode(entry_id, raw)
             except (KeyError, ValueError) as exc:  # never block the stream on one bad entry
-                log.error("dropping malformed audit entry %s: %s", entry_id.decode(), exc)
-        self._store.write(good)
+                self._set_apart(entry_id.decode(), raw, exc)
+                continue
+            good.append(event)
+            raw_of[event.event_id] = raw
+        written = self._store.write_or_isolate(good)
+        for event, error in written.failed:
+            self._set_apart(event.event_id, raw_of[event.event_id], error, task_id=event.task_id)
         ids = [entry_id for entry_id, _ in entries]
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.xack(keys.AUDIT, keys.AUDITORS, *ids)
             pipe.xdel(keys.AUDIT, *ids)
             pipe.execute()
         return len(entries)
+
+    def _set_apart(
+        self, event_id: str, raw: dict[bytes, bytes], exc: Exception, *, task_id: str = ""
+    ) -> None:
+        """A dead letter (no audit event: it is about the audit trail) with the whole entry."""
+        fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+        task_id = task_id or fields.get("task_id", "") or "unknown"
+        error = f"audit entry {event_id} could not be written to SQL: {type(exc).__name__}: {exc}"
+        log.error("%s; it is in the dead-letter stream (code %s)", error, AUDIT_ROW)
+        letter = DeadLetter(agent="auditor", code=AUDIT_ROW, error=error[:2000], body=fields)
+        self._letters.write(task_id, letter, at=utc_iso(), audit=False)
 
     def _read_new(self, block: bool) -> list[Entry]:
         answer = self._redis.xreadgroup(
