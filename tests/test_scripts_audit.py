@@ -13,7 +13,7 @@ import redis
 from messages.status import StepStatus
 from tests.private_redis import private_redis
 from workers import keys
-from workers.audit_events import AuditStream, undrained
+from workers.audit_events import AuditStream, AuditWatchThread, undrained
 from workers.state import StepRecord, TaskState
 
 
@@ -98,3 +98,15 @@ def test_an_undrained_stream_is_reported_with_what_reads_it(client: redis.Redis)
     assert warning is not None
     assert "1 auditor(s) known" in warning
     assert "1 event(s) read and not written" in warning
+
+
+def test_the_workers_watch_logs_the_warning(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    TaskState(client, ttl=60).submit("t-w", pattern="route", root_message={})
+    watch = AuditWatchThread(client, interval=300)
+    with caplog.at_level("WARNING", logger="chorus.audit"):
+        watch.check()
+        assert not caplog.records
+        watch.check(now=time.time() + 600)
+    assert "Start `chorus auditor`" in caplog.text

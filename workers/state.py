@@ -20,7 +20,7 @@ from workers.deadletters import (
     DeadLetter,
     DeadLetterWriter,
 )
-from workers.lifecycle import TOTALS, TaskLifecycle
+from workers.lifecycle import TaskLifecycle
 from workers.reviews import REVIEW_TTL, Reviews
 from workers.steps import SUMMARY_FIELDS, SUMMARY_LIMIT, Begin, StepRecord, StepStore, digest
 
@@ -45,8 +45,6 @@ class TaskState:
     `audit_maxlen` and `audit_max_age` bound the audit stream while no auditor drains it
     (count and seconds; see workers/audit_events.py); `audit=False` writes no audit events.
     """
-
-    TOTALS = TOTALS
 
     def __init__(
         self,

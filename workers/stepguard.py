@@ -56,7 +56,6 @@ class StepGuard:
         self._calls = 0
         self._opening: Hold | None = None
         self._pending: Settlement | None = None
-        self.retry_cap_hit = False
 
     def hold(
         self, *, price: Price, system: str, blocks: list[str], schema: str, max_tokens: int
@@ -136,7 +135,5 @@ class StepGuard:
         self._limiter.observe(model, headers)
 
     def allow_retry(self) -> bool:
-        allowed = self._budget.take_retry(self._task_id, self._max_retries)
-        if not allowed:
-            self.retry_cap_hit = True
-        return allowed
+        """Take one retry from the task's cap (CHORUS_TASK_MAX_RETRIES); False once used up."""
+        return self._budget.take_retry(self._task_id, self._max_retries)
