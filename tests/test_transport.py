@@ -271,9 +271,35 @@ def test_a_rediss_url_still_means_tls_and_its_ssl_query_still_wins() -> None:
     bare = celery_config(Settings(redis_url="rediss://h:6380/0"))
     assert bare["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_NONE}  # what kombu does
     url = "rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem"
-    connection = create_app(Settings(redis_url=url)).connection_for_write()
-    assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/ca.pem"}
+    app = create_app(Settings(redis_url=url))
+    wanted = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/ca.pem"}
+    assert app.connection_for_write().ssl == app.conf.broker_use_ssl == wanted
     assert celery_config(Settings(redis_url="redis://h/0")).get("broker_use_ssl") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "flower_client"),
+    [
+        ("redis://:secret@127.0.0.1:6379/2", "Redis"),
+        ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=required", "RedisSsl"),
+        ("sentinel://127.0.0.1:26379;sentinel://127.0.0.1:26380", "RedisSentinel"),
+    ],
+)
+def test_connections_name_the_urls_scheme_so_flower_finds_its_broker_client(
+    url: str, flower_client: str
+) -> None:
+    """kombu would name the transport's class path (workers.transport:Transport://...), and
+    Flower picks the client that reads queue lengths by the scheme."""
+    from flower.utils.broker import Broker
+
+    app = create_app(Settings(redis_url=url))
+    connection = app.connection_for_write()
+    uri = connection.as_uri(include_password=True)
+    assert uri.split("://")[0] == url.split("://")[0]
+    assert connection.clone().transport_cls == connection.transport_cls  # still ours
+    options = {"master_name": "mymaster"} if url.startswith("sentinel") else {}
+    broker = Broker(uri, broker_options=options, broker_use_ssl=app.conf.broker_use_ssl)
+    assert type(broker).__name__ == flower_client
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,7 @@ class ChorusApp(Celery):  # type: ignore[misc]
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("chorus")
+        self.amqp_cls = "workers.transport:AMQP"  # URLs name their scheme (Flower needs it)
         self._chorus_settings = settings
         self._runtime: Runtime | None = None
         self._runtime_lock = threading.Lock()

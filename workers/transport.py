@@ -42,8 +42,11 @@ from urllib.parse import urlparse
 
 import kombu
 import redis
+from celery.app import amqp as celery_amqp
+from kombu.connection import Connection as KombuConnection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.url import parse_url
 
 from messages.errors import ChorusError
 from workers import transit
@@ -80,18 +83,44 @@ def celery_options(url: str) -> dict[str, Any]:
     certificates unchecked unless the URL's `ssl_*` query says otherwise, with a warning) is
     done here: an `ssl_*` query in the URL still replaces `broker_use_ssl` whole.
     """
-    scheme = urlparse(url.split(";", 1)[0]).scheme
+    first = url.split(";", 1)[0]
+    scheme = urlparse(first).scheme
     options: dict[str, Any] = {
         "broker_transport": SENTINEL_TRANSPORT if scheme == "sentinel" else TRANSPORT
     }
     if scheme == "rediss":
-        options["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_NONE}
+        # The same options the connection ends up with, so Flower's Redis client gets them too.
+        options["broker_use_ssl"] = parse_url(first).get("ssl") or {"ssl_cert_reqs": ssl.CERT_NONE}
         if "ssl_cert_reqs=" not in url:
             log.warning(
                 "rediss:// broker URL without ssl_cert_reqs: the server's certificate is not "
                 "checked; add ?ssl_cert_reqs=required (and ssl_ca_certs=) to the URL"
             )
     return options
+
+
+_SCHEMES = {TRANSPORT: "redis", SENTINEL_TRANSPORT: "sentinel"}
+
+
+class Connection(KombuConnection):
+    """kombu's Connection, naming the broker URL's own scheme where kombu would name the
+    transport's class path (`as_uri`, the worker banner, the repr): Flower chooses its broker
+    client (queue lengths) by that scheme. Clones keep the transport class."""
+
+    def _info(self, resolve: bool = True) -> tuple[tuple[str, Any], ...]:
+        info: tuple[tuple[str, Any], ...] = super()._info(resolve)  # type: ignore[no-untyped-call]
+        scheme = _SCHEMES.get(self.transport_cls) if resolve else None
+        if scheme is None:
+            return info
+        if scheme == "redis" and self.ssl:
+            scheme = "rediss"
+        return tuple((name, scheme if name == "transport" else value) for name, value in info)
+
+
+class AMQP(celery_amqp.AMQP):  # type: ignore[misc]
+    """Celery's AMQP with Chorus's Connection (`amqp_cls = "workers.transport:AMQP"`)."""
+
+    Connection = Connection
 
 
 # -- a torn-down channel is a connection error -------------------------------------------------
