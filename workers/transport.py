@@ -24,6 +24,9 @@ imports Chorus and opens a kombu connection of its own still gets plain kombu. W
   thread-safe, and connections still come from, and go back to, the channel's pool.
 - **`ahead_of_publish`**: raw commands sent in the pipeline of, and ahead of, the next publish
   (the Dispatcher's task hash, which must exist before a worker can take the message).
+- **URLs that name their scheme**: with an explicit transport kombu prints its class path as the
+  URL's scheme; the app's `Connection` (through Celery's `amqp_cls`) prints redis://,
+  rediss:// or sentinel:// again, which Flower needs to find its broker client.
 
 The overrides are written against kombu 5.7's code (they replace `_put` and `QoS.append`
 whole); the transport refuses to start on another kombu version.
