@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, create_model
 
@@ -43,6 +43,12 @@ class AgentSpec:
     output_model: type[BaseModel]
     """Sent to Claude as the structured-output schema and used to validate the answer."""
     max_tokens: int = 1024
+    model: str | None = None
+    """An explicit model id instead of the tier's (its price must be configured)."""
+    tools: tuple[Any, ...] = ()
+    """`workers.tools.Tool`s (and `workers.mcp_tools.MCPServer`s) the agent may call."""
+    max_turns: int = 8
+    """Model turns per step in a tool loop before the step ends `tool_limit`."""
 
     @property
     def queue(self) -> str:
