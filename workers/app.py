@@ -17,7 +17,7 @@ from workers.registry import AGENTS, PRIORITY_LEVELS
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.tasks import register_agent_tasks
-from workers.transport import celery_options
+from workers.transport import celery_options, sentinel_options, wait_options
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -30,6 +30,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A worker killed while holding the restore lock would block restores for the
         # default 300 s; a restore pass takes milliseconds.
         "unacked_mutex_expire": 15,
+        # sentinel:// URLs: the master's name and how to reach the Sentinels (none otherwise).
+        **sentinel_options(settings),
     }
     return {
         "broker_url": settings.redis_url,
@@ -51,7 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": settings.worker_concurrency,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "broker_transport_options": transport,
+        "broker_transport_options": {**transport, **wait_options(settings)},
         "result_backend_transport_options": transport,
         "visibility_timeout": settings.visibility_timeout,
         "broker_connection_retry_on_startup": True,

@@ -7,38 +7,62 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
+from typing import cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from workers import redis_urls
 from workers.budget import TaskBudget
 from workers.claude import ClaudeClient
 from workers.models import Price
 from workers.ratelimit import FleetRateLimiter
+from workers.replicas import ReplicatedRedis
 from workers.settings import Settings, SettingsError
 from workers.state import TaskState
 
 
-def state_client(url: str, outage_seconds: float, max_connections: int = 100) -> redis.Redis:
-    """A client that waits out a Redis restart, and waits for a free connection when busy.
+def state_client(
+    url: str,
+    outage_seconds: float,
+    max_connections: int = 100,
+    *,
+    sentinel_master: str = "mymaster",
+    sentinel_password: str | None = None,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 100,
+) -> redis.Redis:
+    """A client that waits out a Redis restart or failover, and for a free connection when busy.
 
     Connection errors are retried with backoff capped at 1 s for about `outage_seconds`; every
     state script is idempotent by message id, so a command that ran before its reply was lost
-    does no harm when repeated. The pool blocks at `max_connections` instead of raising
-    "Too many connections", so a producer with hundreds of waiting threads just queues.
+    does no harm when repeated. With a sentinel:// URL each reconnect asks the Sentinels where
+    the primary is, so the same retries carry a call across a failover. The pool blocks at
+    `max_connections` instead of raising "Too many connections", so a producer with hundreds
+    of waiting threads just queues. `wait_replicas` > 0: scripts WAIT for replicas
+    (workers/replicas.py).
     """
     attempts = max(1, int(outage_seconds))
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=max(outage_seconds, 5.0),
-        health_check_interval=30,
-        socket_connect_timeout=2,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), attempts),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    client = cast(
+        ReplicatedRedis,
+        redis_urls.client(
+            url,
+            master=sentinel_master,
+            sentinel_password=sentinel_password,
+            blocking=True,
+            redis_class=ReplicatedRedis,
+            max_connections=max_connections,
+            timeout=max(outage_seconds, 5.0),
+            health_check_interval=30,
+            socket_connect_timeout=2,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), attempts),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        ),
     )
-    return redis.Redis(connection_pool=pool)
+    client.wait_replicas = wait_replicas
+    client.wait_timeout_ms = wait_timeout_ms
+    return client
 
 
 class Runtime:
@@ -58,7 +82,15 @@ class Runtime:
         settings = self.settings
         # One connection per worker thread, plus room for the producer side and the limiter.
         connections = max(100, settings.worker_concurrency + 32)
-        return state_client(settings.redis_url, settings.redis_outage_seconds, connections)
+        return state_client(
+            settings.redis_url,
+            settings.redis_outage_seconds,
+            connections,
+            sentinel_master=settings.sentinel_master,
+            sentinel_password=settings.sentinel_password,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
 
     @cached_property
     def state(self) -> TaskState:

@@ -17,7 +17,18 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
-    """Broker, result backend and shared state (blackboard, trace, guards) all live here."""
+    """Broker, result backend and shared state (blackboard, trace, guards) all live here; a
+    `sentinel://h1:26379;sentinel://h2:26379` list names Redis Sentinels instead of a server."""
+    sentinel_master: str = "mymaster"
+    """The Sentinel master name (`sentinel monitor NAME ...`) of a sentinel:// URL."""
+    sentinel_password: str | None = field(default=None, repr=False)
+    """Password of the Sentinels themselves (their `requirepass`); the data server's password
+    goes in the URL, as for redis://."""
+    redis_wait_replicas: int = 0
+    """After every state script and every agent message published, WAIT until this many
+    replicas have the write, so a failover does not lose it; 0 (no WAIT) by default."""
+    redis_wait_timeout_ms: int = 100
+    """The WAIT's bound in milliseconds; past it the write is on the primary only (a warning)."""
     anthropic_base_url: str | None = None
     """None talks to the real API; the simulator's URL keeps everything offline."""
     anthropic_api_key: str | None = field(default=None, repr=False)
@@ -93,6 +104,12 @@ class Settings:
         return replace(
             base,
             redis_url=env.get("CHORUS_REDIS_URL", base.redis_url),
+            sentinel_master=env.get("CHORUS_SENTINEL_MASTER") or base.sentinel_master,
+            sentinel_password=env.get("CHORUS_SENTINEL_PASSWORD") or None,
+            redis_wait_replicas=_int(env, "CHORUS_REDIS_WAIT_REPLICAS", base.redis_wait_replicas),
+            redis_wait_timeout_ms=_int(
+                env, "CHORUS_REDIS_WAIT_TIMEOUT_MS", base.redis_wait_timeout_ms
+            ),
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
             anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
             tiers=tiers,

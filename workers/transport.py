@@ -24,6 +24,11 @@ imports Chorus and opens a kombu connection of its own still gets plain kombu. W
   thread-safe, and connections still come from, and go back to, the channel's pool.
 - **`ahead_of_publish`**: raw commands sent in the pipeline of, and ahead of, the next publish
   (the Dispatcher's task hash, which must exist before a worker can take the message).
+- **WAIT for replicas** (`chorus_wait_replicas`, `chorus_wait_timeout_ms` transport options,
+  from CHORUS_REDIS_WAIT_REPLICAS): each agent message's publish returns once that many
+  replicas have it, so a Sentinel failover cannot lose a message its publisher saw sent
+  (workers/replicas.py). WAIT cannot block inside MULTI, so the publish pipeline is then a
+  plain one, still in order: the ledger's entry ahead of the LPUSH is what the ledger needs.
 - **URLs that name their scheme**: with an explicit transport kombu prints its class path as the
   URL's scheme; the app's `Connection` (through Celery's `amqp_cls`) prints redis://,
   rediss:// or sentinel:// again, which Flower needs to find its broker client.
@@ -52,7 +57,8 @@ from kombu.transport import virtual
 from kombu.utils.url import parse_url
 
 from messages.errors import ChorusError
-from workers import transit
+from workers import redis_urls, replicas, transit
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,8 @@ KOMBU_SERIES = "5.7"
 
 TRANSPORT = "workers.transport:Transport"
 SENTINEL_TRANSPORT = "workers.transport:SentinelTransport"
+WAIT_OPTIONS = ("chorus_wait_replicas", "chorus_wait_timeout_ms")
+"""Transport options (and channel attributes) of the WAIT after each publish."""
 
 
 class KombuVersionError(ChorusError):
@@ -100,6 +108,31 @@ def celery_options(url: str) -> dict[str, Any]:
                 "checked; add ?ssl_cert_reqs=required (and ssl_ca_certs=) to the URL"
             )
     return options
+
+
+def sentinel_options(settings: Settings) -> dict[str, Any]:
+    """Transport options of a sentinel:// URL, for the broker and the result backend alike
+    (kombu's SentinelChannel and Celery's SentinelBackend read the same two); none otherwise."""
+    if not redis_urls.is_sentinel(settings.redis_url):
+        return {}
+    redis_urls.parse_sentinel(settings.redis_url)  # a malformed list fails here, with its fix
+    return {
+        "master_name": settings.sentinel_master,
+        "sentinel_kwargs": redis_urls.sentinel_options(settings.sentinel_password),
+    }
+
+
+def wait_options(settings: Settings) -> dict[str, Any]:
+    """Broker transport options of the WAIT after each publish (CHORUS_REDIS_WAIT_REPLICAS)."""
+    if settings.redis_wait_replicas <= 0:
+        return {}
+    return dict(
+        zip(
+            WAIT_OPTIONS,
+            (settings.redis_wait_replicas, settings.redis_wait_timeout_ms),
+            strict=True,
+        )
+    )
 
 
 _SCHEMES = {TRANSPORT: "redis", SENTINEL_TRANSPORT: "sentinel"}
@@ -204,6 +237,8 @@ class _ChannelOverrides:
     """What Chorus changes in kombu's Redis channel, once for the plain and Sentinel ones."""
 
     QoS = QoS
+    chorus_wait_replicas = 0
+    chorus_wait_timeout_ms = 100
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -239,29 +274,48 @@ class _ChannelOverrides:
                 commands.append(
                     ("pexpire", channel._q_for_pri(queue, step), channel._expires[queue])
                 )
+        wait = int(channel.chorus_wait_replicas)
+        timeout_ms = int(channel.chorus_wait_timeout_ms)
         publish_batch = kwargs.pop("_publish_batch", None)
-        if publish_batch is not None:
+        if publish_batch is not None:  # kombu's batch is a plain pipeline already
+            if wait > 0:
+                commands.append(("execute_command", *replicas.wait_command(wait, timeout_ms)))
             for name, *args in commands:
                 publish_batch.add(name, *args)
             ahead.clear()  # sent with the batch's flush, or not at all if the flush fails
             return
         with self.conn_or_acquire() as client:
-            if len(commands) == 1:
+            if len(commands) == 1 and wait <= 0:
                 client.lpush(key, element)
                 return
-            with client.pipeline() as pipe:
+            with client.pipeline(transaction=wait <= 0) as pipe:
                 for name, *args in commands:
                     getattr(pipe, name)(*args)
-                pipe.execute()
+                if wait > 0:
+                    pipe.execute_command(*replicas.wait_command(wait, timeout_ms))
+                replies = pipe.execute()
+        if wait > 0:
+            replicas.SHORT_WAITS.check(replies[-1], wait, timeout_ms)
         ahead.clear()  # only once written: a publish retried after an error sends them again
+
+
+def _with_wait_options(names: tuple[str, ...]) -> Any:
+    """kombu's channel options plus WAIT_OPTIONS (a longer tuple than kombu's own type)."""
+    return (*names, *WAIT_OPTIONS)
 
 
 class Channel(_ChannelOverrides, kombu_redis.Channel):
     QoS = QoS
+    from_transport_options = _with_wait_options(kombu_redis.Channel.from_transport_options)
 
 
 class SentinelChannel(_ChannelOverrides, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (`master_name`, `sentinel_kwargs` transport options) with the
+    same overrides: its pool is redis-py's Sentinel pool, so after a failover the reconnect
+    Celery makes lands on the promoted replica and the ledger lives there too."""
+
     QoS = QoS
+    from_transport_options = _with_wait_options(kombu_redis.SentinelChannel.from_transport_options)
 
 
 class _CheckedStart:
