@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     LOOP_DETECTED = "loop_detected"
     BUDGET_EXCEEDED = "budget_exceeded"
     RETRY_LIMIT = "retry_limit"
+    TOOL_LIMIT = "tool_limit"
+    """A tool loop used its model turns (AgentSpec.max_turns) without a final answer."""
     INTERNAL_ERROR = "internal_error"
 
 

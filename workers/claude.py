@@ -9,11 +9,17 @@ import functools
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 from anthropic import APIResponse
-from anthropic.types import CacheControlEphemeralParam, Message, TextBlockParam
+from anthropic.types import (
+    CacheControlEphemeralParam,
+    Message,
+    MessageParam,
+    TextBlockParam,
+    ToolParam,
+)
 from pydantic import BaseModel, ValidationError
 
 from workers.guards import BudgetExceededError, Reservation, StepGuard
@@ -38,6 +44,14 @@ class Reply:
     request_id: str | None
     retries: tuple[RetryEvent, ...] = ()
     """Transport retries it took to get this reply."""
+    content: tuple[dict[str, Any], ...] = ()
+    """The answer's text and tool_use blocks as the API sent them, for the next turn of a
+    tool loop (and its journal)."""
+
+    @property
+    def tool_uses(self) -> list[dict[str, Any]]:
+        """The tool_use blocks of this answer, in order."""
+        return [block for block in self.content if block.get("type") == "tool_use"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,7 @@ class ClaudeClient:
                         schema=text,
                         max_tokens=max_tokens,
                     )
-                reply = self._call(request, prompt, guard)
+                reply = self._call(request, [_user_message(prompt, self._prompt_cache)], guard)
             except (ModelCallError, BudgetExceededError) as exc:
                 if guard is not None and reservation is not None:
                     guard.settle(reservation, None)
@@ -131,26 +145,60 @@ class ClaudeClient:
                 guard.settle(reservation, reply.usage)
             replies.append(reply)
             try:
-                output = _validate(reply, output_model)
-            except _Invalid as exc:
+                output = validate(reply, output_model)
+            except InvalidOutput as exc:
                 error, fields = str(exc), exc.fields
-                prompt = [*user_blocks, _stricter(error)]
+                prompt = [*user_blocks, stricter(error)]
                 continue
             return StructuredResult(output=output, replies=tuple(replies), error=None)
         return StructuredResult(
             output=None, replies=tuple(replies), error=error, error_fields=fields
         )
 
-    def _call(self, request: _Request, prompt: list[str], guard: StepGuard | None) -> Reply:
+    def turn(
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        output_model: type[BaseModel],
+        max_tokens: int,
+        sized_as: list[str],
+        user_id: str | None = None,
+        guard: StepGuard | None = None,
+    ) -> Reply:
+        """One model turn of a tool loop: the whole conversation so far, with the tools.
+
+        The caller (workers/tool_loop.py) reserves the budget and validates; this waits for the
+        rate limiter like any call (`sized_as` is the prompt as the limiter estimates it).
+        Raises ModelCallError when the API fails.
+        """
+        schema = _output_schema(output_model)
+        request = _Request(model, system, schema, schema_text(output_model), max_tokens, user_id)
+        sent = [dict(m) for m in messages]
+        if self._prompt_cache and sent and isinstance(sent[-1].get("content"), list):
+            # The newest block is the next turn's cache prefix: each turn reads the last one's.
+            blocks = [dict(block) for block in sent[-1]["content"]]
+            blocks[-1]["cache_control"] = {"type": "ephemeral"}
+            sent[-1] = {**sent[-1], "content": blocks}
+        return self._call(request, sent, guard, tools=tools, sized_as=sized_as)
+
+    def _call(
+        self,
+        request: _Request,
+        messages: list[dict[str, Any]],
+        guard: StepGuard | None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        sized_as: list[str] | None = None,
+    ) -> Reply:
         started = time.perf_counter()
+        prompt = sized_as if sized_as is not None else _texts(messages)
         estimate = guard.estimate(request.system, prompt, request.schema_text) if guard else 0
-        # Cache the stable prefix (system prompt) and the request itself, so a stricter retry
-        # or a repeated request reads it back at a tenth of the input price.
         ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
-        content: list[TextBlockParam] = [{"type": "text", "text": block} for block in prompt]
         system: list[TextBlockParam] = [{"type": "text", "text": request.system}]
         if self._prompt_cache:
-            content[0]["cache_control"] = ephemeral
             system[0]["cache_control"] = ephemeral
 
         def create() -> APIResponse[Message]:
@@ -161,7 +209,8 @@ class ClaudeClient:
                     model=request.model,
                     max_tokens=request.max_tokens,
                     system=system,
-                    messages=[{"role": "user", "content": content}],
+                    messages=cast("list[MessageParam]", messages),
+                    tools=cast("list[ToolParam]", tools) if tools else anthropic.omit,
                     output_config={"format": {"type": "json_schema", "schema": request.schema}},
                     metadata={"user_id": request.user_id} if request.user_id else anthropic.omit,
                 )
@@ -215,7 +264,41 @@ class ClaudeClient:
             latency_ms=latency_ms,
             request_id=raw.headers.get("request-id"),
             retries=retries,
+            content=tuple(_block(block) for block in message.content),
         )
+
+
+def _user_message(prompt: list[str], cache: bool) -> dict[str, Any]:
+    """The one user message of a plain call. The system prompt and the request itself are
+    cached, so a stricter retry or a repeated request reads them back at a tenth of the price."""
+    content: list[TextBlockParam] = [{"type": "text", "text": block} for block in prompt]
+    if cache:
+        content[0]["cache_control"] = {"type": "ephemeral"}
+    return {"role": "user", "content": content}
+
+
+def _texts(messages: list[dict[str, Any]]) -> list[str]:
+    """The texts of a conversation, for the rate limiter's estimate."""
+    out: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append(content)
+            continue
+        for block in content or []:
+            text = block.get("text") if isinstance(block, dict) else None
+            out.append(text if isinstance(text, str) else json.dumps(block, default=str))
+    return out
+
+
+def _block(block: Any) -> dict[str, Any]:
+    """A content block as the JSON the next request (and the journal) carries."""
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    if block.type == "text":
+        return {"type": "text", "text": block.text}
+    dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
+    return dumped
 
 
 @functools.lru_cache(maxsize=256)
@@ -230,7 +313,9 @@ def schema_text(output_model: type[BaseModel]) -> str:
     return json.dumps(_output_schema(output_model))
 
 
-class _Invalid(Exception):
+class InvalidOutput(Exception):
+    """The answer does not validate; `fields` names the offending fields."""
+
     def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.fields = fields
@@ -245,11 +330,11 @@ def _extract(message: Message) -> tuple[str, object | None]:
         return text, None
 
 
-def _validate(reply: Reply, output_model: type[BaseModel]) -> BaseModel:
+def validate(reply: Reply, output_model: type[BaseModel]) -> BaseModel:
     if reply.stop_reason == "max_tokens":
-        raise _Invalid("the output was cut off at max_tokens before it was complete")
+        raise InvalidOutput("the output was cut off at max_tokens before it was complete")
     if reply.data is None:
-        raise _Invalid("the output was not JSON")
+        raise InvalidOutput("the output was not JSON")
     try:
         return output_model.model_validate(reply.data)
     except ValidationError as exc:
@@ -259,10 +344,10 @@ def _validate(reply: Reply, output_model: type[BaseModel]) -> BaseModel:
             f"{field or '<root>'}: {err['msg']}"
             for field, err in zip(fields, problems, strict=True)
         )
-        raise _Invalid(f"the output did not match the schema: {detail}", fields) from None
+        raise InvalidOutput(f"the output did not match the schema: {detail}", fields) from None
 
 
-def _stricter(error: str) -> str:
+def stricter(error: str) -> str:
     return (
         f"Your previous answer was rejected: {error}. Answer again with one JSON object that "
         "satisfies the output schema exactly, including the constraints in its descriptions. "

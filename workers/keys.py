@@ -41,6 +41,10 @@ TRANSIT_LOCK = f"{PREFIX}:transit:lock"
 REVIEWS = f"{PREFIX}:reviews"
 """Sorted set of task ids waiting for a human decision, scored by when they started waiting."""
 
+TOOL_REVIEWS = f"{PREFIX}:reviews:tools"
+"""Sorted set of parked steps (`task_id/message_id`) waiting for a human to approve a tool
+call, scored by when they parked (workers/approvals.py)."""
+
 
 def task(task_id: str) -> str:
     """Hash: status, timestamps, pattern, running totals of tokens and cost."""
@@ -70,3 +74,9 @@ def seen(task_id: str) -> str:
 def bucket(model: str) -> str:
     """Hash: the fleet's token buckets (requests, input, output per minute) for one model."""
     return f"{PREFIX}:ratelimit:{model}"
+
+
+def journal(task_id: str, message_id: str) -> str:
+    """Hash: one step's tool loop so far (`turn:N`, `tool:ID`, `park`, `decision:ID`), so a
+    redelivered step resumes instead of paying for its turns again (workers/journal.py)."""
+    return f"{PREFIX}:task:{{{task_id}}}:journal:{message_id}"

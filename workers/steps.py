@@ -70,6 +70,12 @@ class StepRecord:
     """One line on what came out (see `digest`), for status views and review lists."""
     started_at: str = ""
     finished_at: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """A tool loop's calls in order: {turn, tool_use_id, name, input, output, error,
+    duration_ms, replayed}; `output` or `error` is None (workers/tool_loop.py ToolLog)."""
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    """A tool loop's model turns: {turn, model, stop_reason, usage, cost_micro_usd,
+    latency_ms, replayed}; a replayed turn was paid by an earlier delivery, counted here once."""
 
     def to_json(self) -> str:
         # Not dataclasses.asdict: it deep-copies every nested dict first, for nothing here.

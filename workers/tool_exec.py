@@ -76,11 +76,14 @@ def run_tool_calls(
     *,
     max_parallel: int = 4,
     default_timeout: float = 30.0,
+    on_outcome: Callable[[ToolOutcome], None] | None = None,
 ) -> list[ToolOutcome]:
     """Run every call of one turn, up to `max_parallel` at once; outcomes in call order.
 
     Contexts are built first, in the caller's thread: a `context_for` that raises is the
-    runner's bug and propagates, unlike any failure of a tool.
+    runner's bug and propagates, unlike any failure of a tool. `on_outcome` sees each outcome
+    as soon as its call ends (the journal writes it then, so a crash mid-turn loses only the
+    calls still running); like `context_for`, an exception from it propagates.
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be at least 1, not {max_parallel}")
@@ -90,10 +93,23 @@ def run_tool_calls(
     workers = min(max_parallel, len(calls))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chorus-tools") as pool:
         futures = [
-            pool.submit(_run_one, tools, call, context, default_timeout)
+            pool.submit(_run_and_report, tools, call, context, default_timeout, on_outcome)
             for call, context in zip(calls, contexts, strict=True)
         ]
         return [future.result() for future in futures]
+
+
+def _run_and_report(
+    tools: Mapping[str, Tool],
+    call: ToolCall,
+    context: ToolContext,
+    default_timeout: float,
+    on_outcome: Callable[[ToolOutcome], None] | None,
+) -> ToolOutcome:
+    outcome = _run_one(tools, call, context, default_timeout)
+    if on_outcome is not None:
+        on_outcome(outcome)
+    return outcome
 
 
 class _Attempt:
