@@ -19,7 +19,7 @@ from messages import AgentMessage, ChorusError
 from messages.envelope import new_id
 from workers import keys
 from workers.flow import StepOptions
-from workers.tasks import agent_signature
+from workers.canvas import agent_signature
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class DeadLetters:
         if not self._redis.hsetnx(keys.DEAD_LETTER_RETRIES, letter_id, again.message_id):
             raise ChorusError(f"dead letter {letter_id} is being retried by someone else")
         options = StepOptions.model_validate(letter.options)
-        agent_signature(self._dispatcher.app, again, options).apply_async()
+        agent_signature(self._dispatcher.app, letter.agent, again, options).apply_async()
         return again
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,27 +14,30 @@ from celery.result import AsyncResult
 from dispatcher import patterns
 from dispatcher.review import ReviewQueue
 from messages import AgentMessage, ChorusError, TaskRequest
+from messages.payloads import MAX_TEXT
+from messages.status import FINISHED
 from workers.app import ChorusApp, create_app
 from workers.audit_store import AuditStore
-from workers.kombu_patches import ahead_of_publish
-from workers.registry import PRIORITY_LEVELS, get_agent
+from workers.blocks import Block, Step, agents_of, entry_agent
+from workers.canvas import Place, build, planned_agents
+from workers.documents import Document, store_documents
+from workers.registry import PRIORITY_LEVELS
 from workers.state import StepRecord, TaskState
-from workers.tasks import planned_agents
-
-PATTERNS = tuple(patterns.PATTERNS)
-FINISHED = frozenset({"done", "failed", "rejected", "needs_review", "budget_exceeded"})
+from workers.transport import ahead_of_publish
 
 
 class NoWorkerError(ChorusError):
     """No worker consumes a queue the request needs; the message says how to start one."""
 
-    def __init__(self, missing: list[str]) -> None:
+    def __init__(self, missing: list[str], app: str = "chorus") -> None:
         self.missing = missing
         agents = " ".join(q.removeprefix("agent.") for q in missing)
+        module = "" if app == "chorus" else " -A <your app module>"
         super().__init__(
             f"no worker is consuming {', '.join(missing)}. Start one with "
-            f"`chorus worker {agents}` (or `celery -A workers.app worker -Q {','.join(missing)}`), "
-            "or run with --embedded to start Redis, workers and the simulator for this run."
+            f"`chorus{module} worker {agents}` (or `celery{module or ' -A workers.app'} worker "
+            f"-Q {','.join(missing)}`), or run with --embedded to start Redis, workers and the "
+            "simulator for this run."
         )
 
 
@@ -182,10 +186,11 @@ def lineage_order(messages: list[AgentMessage]) -> list[AgentMessage]:
 
 
 class Dispatcher:
-    """Submits requests as Celery workflows over the per-agent queues."""
+    """Submits requests as Celery workflows over the per-agent queues of an app."""
 
     def __init__(self, app: ChorusApp | None = None) -> None:
         self.app = app or create_app()
+        self.app.validate()
         self.state: TaskState = self.app.runtime().state
         self._archive: AuditStore | None = None
 
@@ -200,44 +205,74 @@ class Dispatcher:
         self,
         text: str,
         *,
-        pattern: str = "route",
+        workflow: str | None = None,
+        agent: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        documents: Sequence[Document] = (),
         priority: str = "normal",
+        batch: bool | None = None,
         check_workers: bool = False,
         budget_usd: float | None = None,
         budget_tokens: int | None = None,
+        pattern: str | None = None,
         **options: Any,
     ) -> TaskHandle:
-        """Send `text` through a pattern; `options` go to its builder (see dispatcher.patterns).
+        """Run `text` through one of the app's workflows (default: its first), or one agent.
 
-        `budget_usd` and `budget_tokens` are hard limits for the whole task (defaults:
-        CHORUS_TASK_BUDGET_USD / _TOKENS): a call whose worst case does not fit is not made and
-        the task ends `budget_exceeded`.
-
-        route: priority. pipeline: steps. fanout: aspects. consensus: analysts, quorum,
-        review_below. evaluate: max_rounds. orchestrate: max_subtasks.
+        `inputs` (JSON) reach every step as context; `documents` are stored once on the
+        blackboard and every step reads them by id. `budget_usd` and `budget_tokens` are
+        hard limits for the whole task (defaults: CHORUS_TASK_BUDGET_USD / _TOKENS): a call
+        whose worst case does not fit is not made and the task ends `budget_exceeded`.
+        `options` tune the workflow's block per request (dispatcher.patterns.OPTIONS).
+        `pattern` is the older name of `workflow`.
         """
-        build = patterns.PATTERNS.get(pattern)
-        if build is None:
-            raise ChorusError(f"unknown pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
+        team = self.app.team
+        if workflow is not None and pattern is not None and workflow != pattern:
+            raise ChorusError("give workflow or pattern (its older name), not both")
+        name = workflow or pattern
+        if agent is not None:
+            if name is not None:
+                raise ChorusError("give a workflow or an agent, not both")
+            team.agent(agent)
+            block: Block = Step(agent)
+            name = agent
+            flow_batch = False
+        else:
+            name = name or team.default_workflow
+            if name is None:
+                raise ChorusError(
+                    f"app {team.name!r} declares no workflow: add app.workflow(...) or pass "
+                    "agent=NAME"
+                )
+            flow = team.workflow(name)
+            block = patterns.customise(flow.block, **options)
+            flow_batch = flow.batch
+        if agent is not None and options:
+            raise ChorusError(f"option(s) {', '.join(options)} apply to workflows, not agents")
         if priority not in PRIORITY_LEVELS:
             raise ChorusError(f"priority must be one of {', '.join(PRIORITY_LEVELS)}")
-        TaskRequest(text=text)  # refuse an empty or oversized request before anything is sent
+        request = request_for(text, inputs)
         if check_workers:
-            self.require_workers(agents_for(pattern))
-        if pattern == "route":
-            options["priority"] = PRIORITY_LEVELS[priority]
-        try:
-            root, canvas = build(self.app, text, **options)
-        except TypeError as exc:
-            raise ChorusError(f"pattern {pattern!r}: {exc}") from None
+            self.require_workers(agents_of(block))
         settings = self.app.settings
         usd = settings.task_budget_usd if budget_usd is None else budget_usd
         tokens = settings.task_budget_tokens if budget_tokens is None else budget_tokens
         if usd < 0 or tokens < 0:
             raise ChorusError("budget_usd and budget_tokens must not be negative")
+        root = AgentMessage.root(recipient=entry_agent(block), payload=request.model_dump())
+        refs = store_documents(self.state.redis, root.task_id, documents, settings.state_ttl)
+        if refs:
+            request.context["documents"] = refs
+            root = root.model_copy(update={"payload": request.model_dump()})
+        place = Place(
+            workflow=name,
+            priority=PRIORITY_LEVELS[priority],
+            batch=flow_batch if batch is None else batch,
+        )
+        canvas = build(self.app, block, root, place)
         task_hash = self.state.submit_commands(
             root.task_id,
-            pattern=pattern,
+            pattern=name,
             root_message=root.to_dict(),
             budget_tokens=tokens,
             budget_micro_usd=round(usd * 1_000_000),
@@ -275,18 +310,44 @@ class Dispatcher:
         replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
         return {queue["name"] for queues in replies.values() for queue in queues}
 
+    def agents_for(self, workflow: str | None = None, agent: str | None = None) -> list[str]:
+        return workflow_agents(self.app, workflow, agent)
+
     def require_workers(self, agents: list[str], timeout: float = 1.0) -> None:
         self.ping_broker()
-        needed = [get_agent(name).queue for name in agents]
+        needed = [self.app.team.agent(name).queue for name in agents]
         consumed = self.consumed_queues(timeout)
         missing = [queue for queue in needed if queue not in consumed]
         if missing:
-            raise NoWorkerError(missing)
+            raise NoWorkerError(missing, self.app.main)
 
 
-def agents_for(pattern: str) -> list[str]:
-    """Agents whose queues a pattern may need (the router may pick any of its targets)."""
-    return list(patterns.AGENTS_FOR.get(pattern, ()))
+def workflow_agents(
+    app: ChorusApp, workflow: str | None = None, agent: str | None = None
+) -> list[str]:
+    """Agents whose queues a workflow may need (a router's targets included)."""
+    if agent is not None:
+        return [app.team.agent(agent).name]
+    name = workflow or app.team.default_workflow or ""
+    return agents_of(app.team.workflow(name).block)
+
+
+def request_for(text: str, inputs: Mapping[str, Any] | None) -> TaskRequest:
+    """The root request, refused (one clear line) when empty, oversized or not JSON."""
+    if not isinstance(text, str) or not text.strip():
+        raise ChorusError("the request text is empty: give the task something to do")
+    if len(text) > MAX_TEXT:
+        raise ChorusError(
+            f"the request text has {len(text)} characters, over the limit of {MAX_TEXT}: "
+            "pass large material as documents=[...]"
+        )
+    context: dict[str, Any] = {}
+    if inputs:
+        try:
+            context["inputs"] = json.loads(json.dumps(dict(inputs)))
+        except (TypeError, ValueError) as exc:
+            raise ChorusError(f"inputs must be JSON-serialisable: {exc}") from None
+    return TaskRequest(text=text, context=context)
 
 
 def _redact(url: str) -> str:

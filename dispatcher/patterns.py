@@ -1,144 +1,110 @@
-"""Workflow patterns as thin Celery canvases over the per-agent queues.
+"""A workflow's block, with the per-request options `submit` and `chorus run` take.
 
-Each builder returns the root message (addressed to the agent whose answer ends the task, or
-the first agent) and the canvas to send. Options are keyword arguments of `Dispatcher.submit`.
+`submit(text, workflow="consensus", analysts=5)` runs the app's `consensus` workflow with five
+analysts; each option applies to one kind of block and is refused, naming the options that
+kind takes, anywhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from celery import chain, chord, group
-
-from messages import AgentMessage, ChorusError, TaskRequest
-from workers.app import ChorusApp
-from workers.flow import StepOptions
-from workers.registry import AGENTS, ROUTER_TARGETS
-from workers.tasks import agent_signature, aggregate_signature, branch_signatures
-
-DEFAULT_PIPELINE = ("research", "drafter", "critic")
-DEFAULT_ASPECTS: tuple[tuple[str, str], ...] = (
-    ("technical", "Analyse the technical side: feasibility, architecture, risks in the build."),
-    ("business", "Analyse the business side: value, cost, market and organisational impact."),
-    ("risks", "Analyse what could go wrong: failure modes, dependencies, worst cases."),
-)
-ANALYST_PERSPECTIVES = (
-    "You are analyst 1: judge it as a pragmatic engineer who has to build and run it.",
-    "You are analyst 2: judge it as a finance lead who has to pay for it.",
-    "You are analyst 3: judge it as a risk officer who has to answer when it fails.",
-    "You are analyst 4: judge it as the customer who has to use it.",
-    "You are analyst 5: judge it as a competitor looking for its weak spots.",
+from messages import ChorusError
+from workers.blocks import (
+    Block,
+    Branch,
+    Consensus,
+    Evaluate,
+    Fanout,
+    Orchestrate,
+    Pipeline,
+    Step,
+    kind,
 )
 
-Built = tuple[AgentMessage, Any]
-
-
-def _root(recipient: str, text: str) -> AgentMessage:
-    return AgentMessage.root(recipient=recipient, payload=TaskRequest(text=text).model_dump())
-
-
-def route(app: ChorusApp, text: str, *, priority: int | None = None) -> Built:
-    root = _root("router", text)
-    return root, agent_signature(app, root, StepOptions(pattern="route"), priority=priority)
-
-
-def pipeline(app: ChorusApp, text: str, *, steps: Sequence[str] = DEFAULT_PIPELINE) -> Built:
-    """Each step gets the original request plus every earlier step's answer as context."""
-    steps = list(steps)
-    _known(steps)
-    if not steps:
-        raise ChorusError("a pipeline needs at least one step")
-    root = _root(steps[0], text)
-    signatures = []
-    for index, name in enumerate(steps):
-        last = index == len(steps) - 1
-        options = StepOptions(
-            pattern="pipeline", final=last, forward_to=None if last else steps[index + 1]
-        )
-        message = root if index == 0 else None
-        signatures.append(agent_signature(app, message, options, agent=name))
-    return root, chain(*signatures) if len(signatures) > 1 else signatures[0]
-
-
-def fanout(
-    app: ChorusApp, text: str, *, aspects: Sequence[tuple[str, str]] = DEFAULT_ASPECTS
-) -> Built:
-    """Aspects analysed in parallel by research agents, then one merge that names conflicts."""
-    aspects = [(str(name), str(instructions)) for name, instructions in aspects]
-    if not aspects:
-        raise ChorusError("a fan-out needs at least one aspect (name, instructions)")
-    root = _root("merger", text)
-    header = branch_signatures(app, root, "research", aspects, "fanout")
-    options = StepOptions(pattern="fanout", branches=[n for n, _ in aspects], quorum=1)
-    return root, chord(group(header), aggregate_signature(app, root, options))
-
-
-def consensus(
-    app: ChorusApp,
-    text: str,
-    *,
-    analysts: int = 3,
-    quorum: int = 2,
-    review_below: float = 0.6,
-) -> Built:
-    """Independent analysts vote; a judge states the consensus; splits go to a human."""
-    if not 1 <= analysts <= len(ANALYST_PERSPECTIVES):
-        raise ChorusError(f"analysts must be between 1 and {len(ANALYST_PERSPECTIVES)}")
-    if not 1 <= quorum <= analysts:
-        raise ChorusError("quorum must be between 1 and the number of analysts")
-    root = _root("judge", text)
-    names = [f"analyst_{i + 1}" for i in range(analysts)]
-    branches = list(zip(names, ANALYST_PERSPECTIVES, strict=False))
-    header = branch_signatures(app, root, "analyst", branches, "consensus")
-    options = StepOptions(
-        pattern="consensus", branches=names, quorum=quorum, review_below=review_below
-    )
-    return root, chord(group(header), aggregate_signature(app, root, options))
-
-
-def evaluate(app: ChorusApp, text: str, *, max_rounds: int = 2) -> Built:
-    """Draft, critique, revise until the critic passes it or the rounds run out."""
-    if max_rounds < 1:
-        raise ChorusError("max_rounds must be at least 1")
-    root = _root("drafter", text)
-    options = StepOptions(pattern="evaluate", max_rounds=max_rounds)
-    drafting = options.model_copy(update={"forward_to": "critic", "final": False})
-    return root, chain(
-        agent_signature(app, root, drafting),
-        agent_signature(app, None, options, agent="critic"),
-    )
-
-
-def orchestrate(app: ChorusApp, text: str, *, max_subtasks: int = 5) -> Built:
-    """An orchestrator plans up to `max_subtasks` subtasks at run time; a synthesizer merges."""
-    if not 1 <= max_subtasks <= 10:
-        raise ChorusError("max_subtasks must be between 1 and 10")
-    root = _root("orchestrator", text)
-    options = StepOptions(pattern="orchestrate", max_subtasks=max_subtasks)
-    return root, agent_signature(app, root, options)
-
-
-PATTERNS: dict[str, Callable[..., Built]] = {
-    "route": route,
-    "pipeline": pipeline,
-    "fanout": fanout,
-    "consensus": consensus,
-    "evaluate": evaluate,
-    "orchestrate": orchestrate,
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "pipeline": ("steps",),
+    "fanout": ("aspects", "quorum"),
+    "consensus": ("analysts", "quorum", "review_below"),
+    "evaluate": ("max_rounds",),
+    "orchestrate": ("max_subtasks",),
 }
-
-AGENTS_FOR: dict[str, tuple[str, ...]] = {
-    "route": ("router", *ROUTER_TARGETS),
-    "pipeline": DEFAULT_PIPELINE,
-    "fanout": ("research", "merger"),
-    "consensus": ("analyst", "judge"),
-    "evaluate": ("drafter", "critic"),
-    "orchestrate": ("orchestrator", "research", "synthesizer"),
-}
+"""Per-request options each kind of block takes."""
 
 
-def _known(names: Sequence[str]) -> None:
-    unknown = [name for name in names if name not in AGENTS]
+class PatternOptionError(ChorusError):
+    """An option the workflow's block does not take, or a value out of its range."""
+
+
+def customise(block: Block, **options: Any) -> Block:
+    """`block` with per-request options applied (none: the block as declared)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    if not options:
+        return block
+    name = kind(block)
+    takes = OPTIONS.get(name, ())
+    unknown = sorted(set(options) - set(takes))
     if unknown:
-        raise ChorusError(f"unknown agent(s) {', '.join(unknown)}; known: {', '.join(AGENTS)}")
+        offered = ", ".join(takes) if takes else "no options"
+        raise PatternOptionError(
+            f"option(s) {', '.join(unknown)} do not apply to a {name} workflow (it takes {offered})"
+        )
+    if isinstance(block, Pipeline):
+        return _steps(options["steps"])
+    if isinstance(block, Fanout):
+        return _fanout(block, options)
+    if isinstance(block, Consensus):
+        return _consensus(block, options)
+    if isinstance(block, Evaluate):
+        rounds = int(options["max_rounds"])
+        if rounds < 1:
+            raise PatternOptionError("max_rounds must be at least 1")
+        return replace(block, max_rounds=rounds)
+    assert isinstance(block, Orchestrate)
+    bound = int(options["max_subtasks"])
+    if not 1 <= bound <= 10:
+        raise PatternOptionError("max_subtasks must be between 1 and 10")
+    return replace(block, max_subtasks=bound)
+
+
+def _steps(steps: Sequence[str]) -> Pipeline:
+    names = [str(step) for step in steps]
+    if not names:
+        raise PatternOptionError("a pipeline needs at least one step")
+    return Pipeline(tuple(Step(name) for name in names))
+
+
+def _fanout(block: Fanout, options: dict[str, Any]) -> Fanout:
+    if "aspects" in options:
+        aspects = [(str(name), str(text)) for name, text in options["aspects"]]
+        if not aspects:
+            raise PatternOptionError("a fan-out needs at least one aspect (name, instructions)")
+        first = block.branches[0].block
+        if not isinstance(first, Step):
+            raise PatternOptionError("aspects replace one-agent branches only")
+        branches = tuple(Branch(name, Step(first.agent, text)) for name, text in aspects)
+        block = replace(block, branches=branches, quorum=min(block.quorum, len(branches)))
+    quorum = int(options.get("quorum", block.quorum))
+    if not 1 <= quorum <= len(block.branches):
+        raise PatternOptionError("quorum must be between 1 and the number of branches")
+    return replace(block, quorum=quorum)
+
+
+def _consensus(block: Consensus, options: dict[str, Any]) -> Consensus:
+    views = block.perspectives
+    if "analysts" in options:
+        count = int(options["analysts"])
+        if not 1 <= count <= 64:
+            raise PatternOptionError("analysts must be between 1 and 64")
+        generic = tuple(
+            f"You are analyst {i + 1} of {count}: judge it independently, on your own."
+            for i in range(len(views), count)
+        )
+        views = (views + generic)[:count]
+    quorum = int(options.get("quorum", min(block.quorum, len(views))))
+    if not 1 <= quorum <= len(views):
+        raise PatternOptionError("quorum must be between 1 and the number of analysts")
+    review_below = options.get("review_below", block.review_below)
+    return replace(block, perspectives=views, quorum=quorum, review_below=review_below)

@@ -6,6 +6,7 @@ decode. Lineage (`parent_message_id`, `depth`) lets anyone rebuild a task's whol
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -58,6 +59,15 @@ class MessageType(StrEnum):
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def derived_id(parent_id: str, purpose: str) -> str:
+    """The same id every time a given message causes a given next message.
+
+    A redelivered step that sends its hand-off again sends the same message id, so the begin
+    script's dedupe makes the two copies one step, whichever runs first.
+    """
+    return hashlib.sha256(f"{parent_id}\x00{purpose}".encode()).hexdigest()[:32]
 
 
 def utc_now() -> datetime:
@@ -154,9 +164,14 @@ class AgentMessage(BaseModel):
         recipient: str,
         payload: dict[str, Any],
         message_type: MessageType = MessageType.TASK,
+        purpose: str | None = None,
     ) -> AgentMessage:
-        """A message caused by this one: same task, parent link set, one level deeper."""
+        """A message caused by this one: same task, parent link set, one level deeper.
+
+        With `purpose`, its id is derived from this message's id (see `derived_id`)."""
+        extra = {"message_id": derived_id(self.message_id, purpose)} if purpose else {}
         return self.create(
+            **extra,
             task_id=self.task_id,
             sender=sender,
             recipient=recipient,

@@ -13,14 +13,18 @@ from celery import Celery
 from kombu.entity import Queue
 
 from workers import audit_events, transit
-from workers.registry import AGENTS, PRIORITY_LEVELS
+from workers.loading import load_app
+from workers.registry import PRIORITY_LEVELS, Team
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.tasks import register_agent_tasks
 from workers.transport import celery_options, sentinel_options, wait_options
 
+DEFAULT_QUEUE = "chorus.default"
+"""Where a task without a route would go; no agent consumes it, so such a task shows up."""
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+
+def celery_config(settings: Settings, team: Team) -> dict[str, Any]:
     transport = {
         "visibility_timeout": settings.visibility_timeout,
         # Look for messages of dead workers every 5 s (kombu's default is about every 100 s):
@@ -71,10 +75,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_max_sleep_between_retries_ms": 1000,
         "task_queues": [
             Queue(spec.queue, routing_key=spec.queue)  # type: ignore[no-untyped-call]
-            for spec in AGENTS.values()
-        ],
-        "task_routes": {spec.task_name: {"queue": spec.queue} for spec in AGENTS.values()},
-        "task_default_queue": AGENTS["router"].queue,
+            for spec in team.agents.values()
+        ]
+        + [Queue(DEFAULT_QUEUE, routing_key=DEFAULT_QUEUE)],  # type: ignore[no-untyped-call]
+        "task_routes": {spec.task_name: {"queue": spec.queue} for spec in team.agents.values()},
+        "task_default_queue": DEFAULT_QUEUE,
         "task_default_priority": PRIORITY_LEVELS["normal"],
         "task_create_missing_queues": False,
         "result_expires": settings.state_ttl,
@@ -86,15 +91,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 class ChorusApp(Celery):  # type: ignore[misc]
-    """A Celery app that also owns the process's Chorus runtime (Redis, Claude client)."""
+    """A Celery app that knows its team and owns the process's Chorus runtime.
 
-    def __init__(self, settings: Settings | None = None) -> None:
-        super().__init__("chorus")
+    `chorus.App` is this class with the declaration API; `celery -A module worker` finds it
+    like any Celery app.
+    """
+
+    def __init__(
+        self, main: str = "chorus", *, settings: Settings | None = None, team: Team | None = None
+    ) -> None:
+        super().__init__(main)
         self.amqp_cls = "workers.transport:AMQP"  # URLs name their scheme (Flower needs it)
+        self.team = team if team is not None else Team(main)
         self._chorus_settings = settings
         self._runtime: Runtime | None = None
         self._runtime_lock = threading.Lock()
-        self.add_defaults(lambda: celery_config(self.settings))
+        self.add_defaults(self._chorus_config)
         register_agent_tasks(self)
         self.steps["worker"].update((transit.ReaperStep, audit_events.AuditWatchStep))
 
@@ -111,9 +123,29 @@ class ChorusApp(Celery):  # type: ignore[misc]
                 self._runtime = Runtime(self.settings)
             return self._runtime
 
+    def validate(self) -> None:
+        """Checks that make a broken team fail when it loads (chorus.App has them)."""
+
+    def _chorus_config(self) -> dict[str, Any]:
+        # Celery reads this on the first look at its configuration (a worker starting, a
+        # producer publishing), so a broken team fails there, before any message.
+        self.validate()
+        return celery_config(self.settings, self.team)
+
+    def using(self, settings: Settings) -> ChorusApp:
+        """The same team over other settings (another Redis, another simulator)."""
+        return ChorusApp(self.main, settings=settings, team=self.team)
+
 
 def create_app(settings: Settings | None = None) -> ChorusApp:
-    return ChorusApp(settings)
+    """The loaded app (CHORUS_APP, else the seed team), over `settings` when given."""
+    app = load_app()
+    return app if settings is None else app.using(settings)
 
 
-app = create_app()
+def __getattr__(name: str) -> Any:
+    # `celery -A workers.app` asks for `workers.app.app`: the loaded app, built on first use
+    # (importing this module must not import a user's team, which imports this module).
+    if name == "app":
+        return load_app()
+    raise AttributeError(name)

@@ -1,9 +1,10 @@
-"""What a step's answer means for the workflow: forward it, aggregate branches, delegate,
-revise, fan out, or finish (and whether a human must look at it).
+"""What a step's answer means for its workflow: hand it on, return it to a chord, end the task,
+delegate, revise, or fan out (and whether a human must look at it).
 
-The dispatcher builds the canvas; each step carries `StepOptions` saying its place in it. This
-module turns a validated model answer into the step's output message and, where the workflow
-grows at run time (routing, revision rounds, orchestration), a continuation for the task layer.
+Each step carries `StepOptions` saying its place in the workflow: its role in its block and
+what to emit. Nothing here knows an agent by name; blocks name their agents in the options.
+Every message a step causes has an id derived from the step's input message id and its
+purpose, so a replayed step causes the very same messages (see `continuation_of`).
 """
 
 from __future__ import annotations
@@ -14,21 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from messages import (
-    AgentMessage,
-    Critique,
-    Draft,
-    ErrorCode,
-    EvaluatedDraft,
-    Judgement,
-    MessageType,
-    Plan,
-    RouteDecision,
-    TaskRequest,
-)
-from messages.envelope import PRODUCER
-from messages.payloads import Subtask
-from workers.registry import AGENTS, ROUTER_TARGETS, AgentSpec
+from messages import AgentMessage, ErrorCode, MessageType, TaskRequest
+from messages.envelope import PRODUCER, derived_id
+from messages.errors import ChorusError
+from messages.status import TaskStatus
+
+Role = Literal["work", "route", "critic", "plan", "merge", "judge"]
+Emit = Literal["final", "handoff", "branch"]
 
 
 class StepOptions(BaseModel):
@@ -36,25 +29,40 @@ class StepOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pattern: str = "route"
-    final: bool = True
-    """The step's answer is the task's answer (sets the task's terminal status)."""
+    workflow: str = ""
+    pattern: str = "step"
+    """The kind of block the step belongs to, for the trace."""
+    role: Role = "work"
+    emit: Emit = "final"
+    """final: the task's answer; branch: an answer for the chord; handoff: for the next step."""
+    adopt: str | None = None
+    """The received message is an earlier step's: the step's own input is derived from it."""
+    instructions: str | None = None
+    branch: str | None = None
     forward_to: str | None = None
-    """Pipeline: hand the answer to this agent instead of the producer."""
-    next_instructions: str | None = None
+    """Recipient of the hand-off (the next block's first agent)."""
+    then: dict[str, Any] | None = None
+    """A block (blocks.to_data) that starts from this step's hand-off (a fan-out mid-pipeline)."""
+    path: str = "w"
+    """Position in the workflow, so derived message ids differ between positions."""
+    priority: int | None = None
+    batch: bool = False
+    targets: list[str] | None = None
+    reviser: str | None = None
+    critic: str | None = None
+    worker: str | None = None
+    synthesizer: str | None = None
     branches: list[str] | None = None
     """Aggregators: names of the chord's branches, in header order."""
     quorum: int = Field(default=1, ge=0)
     """Aggregators: valid branch answers needed before the model is called at all."""
     review_below: float | None = None
-    """Judge: confidence under which the task goes to human review."""
     round: int = Field(default=1, ge=1)
     max_rounds: int = Field(default=1, ge=1)
-    """Evaluator-optimizer: revision rounds allowed."""
     max_subtasks: int = Field(default=5, ge=1, le=10)
 
 
-class StepFailed(Exception):
+class StepFailed(ChorusError):
     """Ends a step with an error result carrying `code`."""
 
     def __init__(self, code: ErrorCode, message: str, **detail: Any) -> None:
@@ -66,26 +74,32 @@ class StepFailed(Exception):
 
 
 @dataclass(frozen=True)
-class Continuation:
-    """Work the step adds to its own workflow (the task layer turns it into a canvas)."""
-
-    kind: Literal["delegate", "revise", "fan_out"]
-    message: AgentMessage
-    """The step's output: the message the next agent (or the chord's body) receives."""
-    priority: str | None = None
-    subtasks: tuple[Subtask, ...] = ()
-    options: StepOptions | None = None
-
-
-@dataclass(frozen=True)
 class StepResult:
     message: AgentMessage
-    continuation: Continuation | None = None
     final_status: str | None = None
     """done / needs_review when this step ends the task successfully; None otherwise."""
 
 
 # -- input ----------------------------------------------------------------------------------
+
+
+def adopted(received: AgentMessage, agent: str, options: StepOptions) -> AgentMessage:
+    """This step's own input, derived from an earlier step's hand-off (or a fan-out's base)."""
+    request = TaskRequest.model_validate(received.payload)
+    context = dict(request.context)
+    if options.branch:
+        context["branch"] = options.branch
+    payload = TaskRequest(
+        text=request.text,
+        instructions=options.instructions or request.instructions,
+        context=context,
+    )
+    return received.child(
+        sender=received.sender,
+        recipient=agent,
+        payload=payload.model_dump(),
+        purpose=f"adopt:{options.adopt}",
+    )
 
 
 def branch_status(results: list[Any], options: StepOptions) -> list[dict[str, str]]:
@@ -126,136 +140,199 @@ def gather(request: TaskRequest, results: list[Any], options: StepOptions) -> Ta
             needed=options.quorum,
             failed=failed,
         )
-    return request.model_copy(update={"context": {**request.context, "branches": branches}})
+    context = {k: v for k, v in request.context.items() if k != "branch"}
+    return request.model_copy(update={"context": {**context, "branches": branches}})
 
 
-def output_model(spec: AgentSpec, options: StepOptions) -> type[BaseModel]:
-    if spec.output_model is Plan:
-        return _bounded_plan(options.max_subtasks)
-    return spec.output_model
+def output_model(model: type[BaseModel], options: StepOptions) -> type[BaseModel]:
+    if options.role == "plan":
+        return _bounded_plan(model, options.max_subtasks)
+    return model
 
 
-@functools.lru_cache(maxsize=16)
-def _bounded_plan(max_subtasks: int) -> type[Plan]:
+@functools.lru_cache(maxsize=64)
+def _bounded_plan(model: type[BaseModel], max_subtasks: int) -> type[BaseModel]:
     """The bound on parallel workers is configuration, so it is part of the schema."""
-    return create_model(
-        "Plan",
-        __base__=Plan,
-        subtasks=(list[Subtask], Field(min_length=1, max_length=max_subtasks)),
+    item = model.model_fields["subtasks"].annotation
+    bounded: type[BaseModel] = create_model(
+        model.__name__,
+        __base__=model,
+        subtasks=(item, Field(min_length=1, max_length=max_subtasks)),
     )
+    return bounded
 
 
 # -- output ---------------------------------------------------------------------------------
 
 
 def next_step(
-    spec: AgentSpec,
+    agent: str,
     incoming: AgentMessage,
     request: TaskRequest,
     output: BaseModel,
     options: StepOptions,
 ) -> StepResult:
-    if isinstance(output, RouteDecision):
-        return _delegate(spec, incoming, request, output)
-    if isinstance(output, Plan):
-        return _fan_out(spec, incoming, request, output, options)
-    if isinstance(output, Critique) and options.pattern == "evaluate":
-        return _evaluate(spec, incoming, request, output, options)
-    if options.forward_to:
-        handoff = _handoff(request, spec.name, output, options.next_instructions)
+    answer = output.model_dump(mode="json")
+    if options.role == "route":
+        return _delegate(agent, incoming, request, answer, options)
+    if options.role == "plan":
+        return _plan(agent, incoming, request, answer, options)
+    if options.role == "critic":
+        return _critique(agent, incoming, request, answer, options)
+    result = emit(agent, incoming, request, answer, options)
+    done = result.final_status == TaskStatus.DONE
+    if options.role == "judge" and done and needs_review(answer, options):
+        return StepResult(result.message, TaskStatus.NEEDS_REVIEW)
+    return result
+
+
+def emit(
+    agent: str,
+    incoming: AgentMessage,
+    request: TaskRequest,
+    answer: dict[str, Any],
+    options: StepOptions,
+) -> StepResult:
+    """The step's answer as its options ask: the task's answer, a branch's, or a hand-off."""
+    if options.emit == "handoff":
+        payload = handoff(request, agent, answer)
         message = incoming.child(
-            sender=spec.name, recipient=options.forward_to, payload=handoff.model_dump()
+            sender=agent,
+            recipient=options.forward_to or agent,
+            payload=payload.model_dump(),
+            purpose="out",
         )
         return StepResult(message)
-    message = _result(spec, incoming, output.model_dump(mode="json"))
-    status = "done" if options.final else None
-    if isinstance(output, Judgement) and options.final and _needs_review(output, options):
-        status = "needs_review"
-    return StepResult(message, final_status=status)
-
-
-def _needs_review(judgement: Judgement, options: StepOptions) -> bool:
-    low = options.review_below is not None and judgement.confidence < options.review_below
-    return judgement.consensus == "SPLIT" or low
-
-
-def _result(spec: AgentSpec, incoming: AgentMessage, payload: dict[str, Any]) -> AgentMessage:
-    return incoming.child(
-        sender=spec.name, recipient=PRODUCER, payload=payload, message_type=MessageType.RESULT
+    message = incoming.child(
+        sender=agent,
+        recipient=PRODUCER,
+        payload=answer,
+        message_type=MessageType.RESULT,
+        purpose="out",
     )
+    return StepResult(message, TaskStatus.DONE if options.emit == "final" else None)
 
 
-def _handoff(
-    request: TaskRequest, name: str, output: BaseModel, instructions: str | None
-) -> TaskRequest:
-    context = {k: v for k, v in request.context.items() if k != "branches"}
-    context[name] = output.model_dump(mode="json")
-    return TaskRequest(text=request.text, instructions=instructions, context=context)
+def needs_review(judgement: dict[str, Any], options: StepOptions) -> bool:
+    confidence = float(judgement.get("confidence", 1.0))
+    low = options.review_below is not None and confidence < options.review_below
+    return judgement.get("consensus") == "SPLIT" or low
+
+
+def handoff(request: TaskRequest, agent: str, answer: dict[str, Any]) -> TaskRequest:
+    context = {k: v for k, v in request.context.items() if k not in ("branches", "branch")}
+    context[agent] = answer
+    return TaskRequest(text=request.text, context=context)
 
 
 def _delegate(
-    spec: AgentSpec, incoming: AgentMessage, request: TaskRequest, decision: RouteDecision
+    agent: str,
+    incoming: AgentMessage,
+    request: TaskRequest,
+    decision: dict[str, Any],
+    options: StepOptions,
 ) -> StepResult:
-    if decision.agent not in ROUTER_TARGETS or decision.agent not in AGENTS:
+    target = str(decision.get("agent"))
+    targets = options.targets or []
+    if target not in targets:
         raise StepFailed(
             ErrorCode.UNKNOWN_AGENT,
-            f"router chose {decision.agent!r}, which is not one of {', '.join(ROUTER_TARGETS)}",
-            agent=decision.agent,
+            f"router chose {target!r}, which is not one of {', '.join(targets)}",
+            agent=target,
         )
     payload = TaskRequest(
         text=request.text,
         instructions=request.instructions,
-        context={**request.context, "route": decision.model_dump()},
+        context={**request.context, "route": decision},
     )
     message = incoming.child(
-        sender=spec.name, recipient=decision.agent, payload=payload.model_dump()
+        sender=agent, recipient=target, payload=payload.model_dump(), purpose="delegate"
     )
-    return StepResult(message, Continuation("delegate", message, priority=decision.priority))
+    return StepResult(message)
 
 
-def _evaluate(
-    spec: AgentSpec,
+def _plan(
+    agent: str,
     incoming: AgentMessage,
     request: TaskRequest,
-    critique: Critique,
-    options: StepOptions,
-) -> StepResult:
-    draft = Draft.model_validate(request.context.get("drafter"))
-    if critique.verdict == "revise" and options.round < options.max_rounds:
-        handoff = _handoff(request, spec.name, critique, "Revise the draft to answer the critique.")
-        handoff.context["drafter"] = draft.model_dump()
-        message = incoming.child(
-            sender=spec.name, recipient="drafter", payload=handoff.model_dump()
-        )
-        later = options.model_copy(update={"round": options.round + 1})
-        return StepResult(message, Continuation("revise", message, options=later))
-    final = EvaluatedDraft(
-        draft=draft,
-        critique=critique,
-        rounds=options.round,
-        accepted=critique.verdict == "pass",
-    )
-    return StepResult(
-        _result(spec, incoming, final.model_dump(mode="json")),
-        final_status="done" if options.final else None,
-    )
-
-
-def _fan_out(
-    spec: AgentSpec,
-    incoming: AgentMessage,
-    request: TaskRequest,
-    plan: Plan,
+    plan: dict[str, Any],
     options: StepOptions,
 ) -> StepResult:
     payload = TaskRequest(
         text=request.text,
         instructions="Combine the workers' results.",
-        context={**request.context, "plan": plan.model_dump()},
+        context={**request.context, "plan": plan},
     )
     message = incoming.child(
-        sender=spec.name, recipient="synthesizer", payload=payload.model_dump()
+        sender=agent,
+        recipient=options.synthesizer or agent,
+        payload=payload.model_dump(),
+        purpose="plan",
     )
-    return StepResult(
-        message, Continuation("fan_out", message, subtasks=tuple(plan.subtasks), options=options)
-    )
+    return StepResult(message)
+
+
+def _critique(
+    agent: str,
+    incoming: AgentMessage,
+    request: TaskRequest,
+    critique: dict[str, Any],
+    options: StepOptions,
+) -> StepResult:
+    reviser = options.reviser or ""
+    draft = request.context.get(reviser)
+    if critique.get("verdict") == "revise" and options.round < options.max_rounds:
+        payload = handoff(request, agent, critique)
+        payload.instructions = "Revise the draft to answer the critique."
+        message = incoming.child(
+            sender=agent, recipient=reviser, payload=payload.model_dump(), purpose="revise"
+        )
+        return StepResult(message)
+    final = {
+        "draft": draft,
+        "critique": critique,
+        "rounds": options.round,
+        "accepted": critique.get("verdict") == "pass",
+    }
+    return emit(agent, incoming, request, final, options)
+
+
+# -- what a step starts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Work a step adds to its own workflow (the task layer turns it into a canvas)."""
+
+    kind: Literal["delegate", "revise", "fan_out", "then"]
+    message: AgentMessage
+    """The step's output: the message the next agent (or the chord's body) receives."""
+
+
+def continuation_of(
+    input_message_id: str, out: AgentMessage, options: StepOptions
+) -> Continuation | None:
+    """What `out` starts, from the message alone, so a replayed step starts the same thing.
+
+    None for answers and for plain hand-offs (a chain's next link takes those as they are).
+    """
+    if out.message_type is not MessageType.TASK:
+        return None
+    for kind in ("delegate", "revise"):
+        if out.message_id == derived_id(input_message_id, kind):
+            return Continuation(kind, out)  # type: ignore[arg-type]
+    if out.message_id == derived_id(input_message_id, "plan"):
+        return Continuation("fan_out", out)
+    if options.then is not None:
+        return Continuation("then", out)
+    return None
+
+
+def planned_subtasks(message: AgentMessage) -> list[tuple[str, str]]:
+    """(name, instructions) of each subtask of the plan a planner's hand-off carries."""
+    plan = TaskRequest.model_validate(message.payload).context.get("plan") or {}
+    return [
+        (str(item.get("name", "subtask")), str(item.get("instructions", "")))
+        for item in plan.get("subtasks", [])
+        if isinstance(item, dict)
+    ]

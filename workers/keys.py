@@ -51,6 +51,11 @@ def task(task_id: str) -> str:
     return f"{PREFIX}:task:{{{task_id}}}"
 
 
+def documents(task_id: str) -> str:
+    """Hash: document id -> its text, stored once per task and read by every step."""
+    return f"{PREFIX}:task:{{{task_id}}}:documents"
+
+
 def board(task_id: str) -> str:
     """Hash: one field per handled input message id -> step record (JSON). The blackboard."""
     return f"{PREFIX}:task:{{{task_id}}}:board"

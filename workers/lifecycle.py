@@ -13,9 +13,11 @@ from typing import Any, cast
 import redis
 
 from messages.status import TaskStatus
-from workers import keys
+from workers import keys, scripts
 from workers.audit_events import AuditStream, utc_iso
 from workers.steps import StepRecord
+
+_PLAN = scripts.load("plan")
 
 TOTALS = (
     "pattern",
@@ -101,14 +103,18 @@ class TaskLifecycle:
         )
         return commands
 
-    def plan(self, task_id: str, agents: dict[str, int]) -> None:
-        """Count steps a workflow will run, per agent, before they start (for progress)."""
+    def plan(self, task_id: str, agents: dict[str, int], *, key: str) -> bool:
+        """Count steps a grown workflow will run, per agent, before they start (for progress
+        and for knowing the task still has work in flight). Once per `key` (the
+        continuation's message id): a replayed step's second count is a no-op."""
         if not agents:
-            return
-        with self._redis.pipeline(transaction=False) as pipe:
-            for agent, count in agents.items():
-                pipe.hincrby(keys.task(task_id), f"queued:{agent}", count)
-            pipe.execute()
+            return False
+        counted = _PLAN(
+            self._redis,
+            keys={"task": keys.task(task_id)},
+            args={"marker": f"plan:{key}", "ttl": self._ttl, "counts": json.dumps(agents)},
+        )
+        return bool(counted)
 
     # -- readers ------------------------------------------------------------------------------
 

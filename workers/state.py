@@ -55,6 +55,7 @@ class TaskState:
         audit_maxlen: int = 100_000,
         audit_max_age: float = 0.0,
     ) -> None:
+        self.redis = client
         self.audit = AuditStream(maxlen=audit_maxlen if audit else 0, max_age=audit_max_age)
         self.lifecycle = TaskLifecycle(client, ttl, self.audit)
         self.step_store = StepStore(client, ttl, self.audit)
@@ -88,8 +89,8 @@ class TaskState:
             planned=planned,
         )
 
-    def plan(self, task_id: str, agents: dict[str, int]) -> None:
-        self.lifecycle.plan(task_id, agents)
+    def plan(self, task_id: str, agents: dict[str, int], *, key: str) -> bool:
+        return self.lifecycle.plan(task_id, agents, key=key)
 
     # -- worker side --------------------------------------------------------------------------
 
