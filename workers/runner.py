@@ -12,31 +12,46 @@ import json
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from messages import AgentMessage, ErrorCode, ErrorPayload, MessageType, TaskRequest
+from messages import AgentMessage, ChorusError, ErrorCode, ErrorPayload, MessageType, TaskRequest
 from messages.envelope import ID_PATTERN, PRODUCER
+from messages.status import TaskStatus
 from workers import guards
-from workers.claude import Reply, schema_text
+from workers.claude import Reply, StructuredResult, schema_text
+from workers.deadletters import DeadLetter
+from workers.documents import load_documents
 from workers.flow import (
-    Continuation,
     StepFailed,
     StepOptions,
     StepResult,
+    adopted,
     branch_status,
     gather,
     next_step,
     output_model,
 )
 from workers.guards import BudgetExceededError, Hold, StepGuard
+from workers.journal import Journal
 from workers.models import Price, cost_micro_usd
 from workers.registry import AgentSpec
 from workers.retry import ModelCallError, RetryEvent
 from workers.runtime import Runtime
 from workers.state import StepRecord, digest, utc_iso
+from workers.tool_loop import (
+    LoopPlan,
+    LoopResult,
+    ToolLimitError,
+    ToolLog,
+    first_message,
+    resolve_tools,
+    run_tool_loop,
+    sized_blocks,
+    tool_definitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +73,8 @@ class Outcome:
     message: AgentMessage
     record: StepRecord | None
     """None when the step passed an earlier error through without doing anything."""
-    continuation: Continuation | None = None
+    input_message_id: str = ""
+    """The step's own input (derived from the received one when the step adopts it)."""
     replayed: bool = False
     """The input was handled before (a redelivery): `message` is the stored answer."""
 
@@ -86,7 +102,13 @@ def run_agent(
     except ValueError as exc:
         return _reject_undecodable(runtime, spec, raw, str(exc), delivery, started_at)
     if incoming.message_type is MessageType.ERROR and gathered is None:
-        return Outcome(incoming, None)  # an earlier step failed: pass its error on, untouched
+        # An earlier step failed: pass its error on, untouched.
+        return Outcome(incoming, None, incoming.message_id)
+    if plan.adopt is not None:
+        try:
+            incoming = adopted(incoming, spec.name, plan)
+        except ValueError as exc:
+            return _reject_undecodable(runtime, spec, raw, str(exc), delivery, started_at)
 
     state = runtime.state
     # Admission is checked before the step begins, so the first call's budget hold can go
@@ -106,7 +128,7 @@ def run_agent(
         request = _admit(runtime, spec, incoming)
         if gathered is not None:
             request = gather(request, gathered, plan)
-        call = _plan_call(runtime, spec, request, plan)
+        call = _plan_call(runtime, spec, request, plan, incoming.task_id)
         hold = guard.hold(**call.sizes())
     except StepFailed as exc:
         refusal = exc
@@ -121,8 +143,9 @@ def run_agent(
         hold=runtime.budget.reserve_args(hold) if hold is not None else (),
     )
     if begin.done is not None:
-        log.info("message %s already handled; returning the stored result", incoming.message_id)
-        return Outcome(AgentMessage.from_dict(begin.done.message), begin.done, replayed=True)
+        log.info("message %s already handled; replaying its outcome", incoming.message_id)
+        stored_message = AgentMessage.from_dict(begin.done.message)
+        return Outcome(stored_message, begin.done, incoming.message_id, replayed=True)
     if begin.stopped is not None:
         failure = StepFailed(
             ErrorCode.BUDGET_EXCEEDED,
@@ -149,7 +172,7 @@ def run_agent(
         if refusal is not None or request is None or call is None:
             raise refusal or StepFailed(ErrorCode.INTERNAL_ERROR, "no request was admitted")
         output, replies = _call(runtime, call, incoming, guard)
-        result = next_step(spec, incoming, request, output, plan)
+        result = next_step(spec.name, incoming, request, output, plan)
         out = result.message
         status = "ok"
     except StepFailed as exc:
@@ -189,6 +212,8 @@ def run_agent(
         summary=digest(out_dict),
         started_at=started_at,
         finished_at=utc_iso(),
+        tool_calls=call.tool_log.calls if call is not None else [],
+        turns=call.tool_log.turns if call is not None else [],
     )
     final_status: str | None
     if status == "error" and out.payload.get("code") == ErrorCode.BUDGET_EXCEEDED:
@@ -198,21 +223,26 @@ def run_agent(
         final_status = None if delivery.in_chord else "failed"
     else:
         final_status = result.final_status if result else None
+    letter = None
+    if status == "error":
+        # A chord's body needs its branches' answers, so its letter is not retryable alone.
+        retry_with = None if gathered is not None else plan.model_dump(exclude_defaults=True)
+        letter = _letter(spec, raw, out, retry_with)
+    # The record, its review or dead letter and the settlement are one atomic write: a crash
+    # cannot leave a task in review that the queue lacks, or an error without its letter.
     stored = state.record_step(
         record,
         final_status=final_status,
         settle=guard.take_settlement(),
+        review=final_status == TaskStatus.NEEDS_REVIEW,
+        dead_letter=letter,
     )
     if stored is not record:
         # A concurrent delivery of the same message won the race: its result stands, and this
-        # one answers like a redelivery (a hand-off it made is not this task's answer).
-        return Outcome(AgentMessage.from_dict(stored.message), stored, replayed=True)
-    if status == "error":
-        retry_with = None if gathered is not None else plan.model_dump()
-        _dead_letter(runtime, spec, raw, out, retry_with)
-    elif final_status == "needs_review":
-        state.open_review(incoming.task_id)
-    return Outcome(out, record, result.continuation if result else None)
+        # one answers like a redelivery (it sends the same derived hand-off, harmlessly).
+        stored_message = AgentMessage.from_dict(stored.message)
+        return Outcome(stored_message, stored, incoming.message_id, replayed=True)
+    return Outcome(out, record, incoming.message_id)
 
 
 # -- phases ---------------------------------------------------------------------------------
@@ -259,30 +289,49 @@ class _CallPlan:
     output_model: type[BaseModel]
     max_tokens: int
     price: Price
+    routes: bool = False
+    """A router's call: an answer naming no known target is `unknown_agent`."""
+    tools: tuple[Any, ...] = ()
+    """The agent's Tools and MCPServers: with any, the step is a tool loop."""
+    max_turns: int = 8
+    tool_log: ToolLog = field(default_factory=ToolLog, compare=False)
+    """What the tool loop did (calls, cost per turn), for the step's record."""
 
     def sizes(self) -> dict[str, Any]:
-        """What a budget hold is computed from (StepGuard.hold)."""
+        """What a budget hold is computed from (StepGuard.hold); a loop's first turn sends
+        the tools too."""
+        blocks = self.blocks
+        if self.tools:
+            defined = tool_definitions(resolve_tools(self.tools))
+            blocks = sized_blocks([first_message(self.blocks)], defined)
         return {
             "price": self.price,
             "system": self.system,
-            "blocks": self.blocks,
+            "blocks": blocks,
             "schema": schema_text(self.output_model),
             "max_tokens": self.max_tokens,
         }
 
 
 def _plan_call(
-    runtime: Runtime, spec: AgentSpec, request: TaskRequest, plan: StepOptions
+    runtime: Runtime, spec: AgentSpec, request: TaskRequest, plan: StepOptions, task_id: str
 ) -> _CallPlan:
-    model = runtime.settings.model_for(spec.tier)
+    model = spec.model_in(runtime.settings)
+    try:
+        documents = load_documents(runtime.redis, task_id, request.context.get("documents"))
+    except ChorusError as exc:
+        raise StepFailed(ErrorCode.INVALID_MESSAGE, str(exc)) from None
     return _CallPlan(
         agent=spec.name,
         model=model,
         system=spec.system_prompt,
-        blocks=_prompt(request),
-        output_model=output_model(spec, plan),
+        blocks=_prompt(request, documents),
+        output_model=output_model(spec.output_model, plan),
         max_tokens=spec.max_tokens,
         price=runtime.prices[model],
+        routes=plan.role == "route",
+        tools=spec.tools,
+        max_turns=spec.max_turns,
     )
 
 
@@ -297,19 +346,45 @@ def _over_budget(exc: BudgetExceededError) -> StepFailed:
 def _call(
     runtime: Runtime, call: _CallPlan, incoming: AgentMessage, guard: StepGuard
 ) -> tuple[BaseModel, tuple[Reply, ...]]:
+    result: StructuredResult | LoopResult
     try:
-        result = runtime.claude.structured(
-            model=call.model,
-            system=call.system,
-            user_blocks=call.blocks,
-            output_model=call.output_model,
-            max_tokens=call.max_tokens,
-            user_id=incoming.task_id,
-            guard=guard,
-            price=call.price,
-        )
+        if call.tools:
+            loop = LoopPlan(
+                agent=call.agent,
+                task_id=incoming.task_id,
+                message_id=incoming.message_id,
+                model=call.model,
+                system=call.system,
+                blocks=call.blocks,
+                output_model=call.output_model,
+                max_tokens=call.max_tokens,
+                price=call.price,
+                tools=resolve_tools(call.tools),
+                max_turns=call.max_turns,
+            )
+            journal = Journal(
+                runtime.redis, incoming.task_id, incoming.message_id, runtime.settings.state_ttl
+            )
+            result = run_tool_loop(
+                runtime.claude, guard, runtime.budget, journal, loop, call.tool_log
+            )
+        else:
+            result = runtime.claude.structured(
+                model=call.model,
+                system=call.system,
+                user_blocks=call.blocks,
+                output_model=call.output_model,
+                max_tokens=call.max_tokens,
+                user_id=incoming.task_id,
+                guard=guard,
+                price=call.price,
+            )
     except BudgetExceededError as exc:
         raise _over_budget(exc) from None
+    except ToolLimitError as exc:
+        failure = StepFailed(ErrorCode.TOOL_LIMIT, str(exc), max_turns=call.max_turns)
+        failure.replies = exc.replies
+        raise failure from None
     except ModelCallError as exc:
         code = ErrorCode.RETRY_LIMIT if exc.capped else ErrorCode.MODEL_ERROR
         failure = StepFailed(code, str(exc), http_status=exc.status)
@@ -317,7 +392,7 @@ def _call(
         raise failure from None
     if result.output is None:
         code = ErrorCode.INVALID_OUTPUT
-        if call.agent == "router" and result.error_fields == ("agent",):
+        if call.routes and result.error_fields == ("agent",):
             code = ErrorCode.UNKNOWN_AGENT
         failure = StepFailed(code, f"model output rejected twice: {result.error}")
         failure.replies = result.replies
@@ -325,13 +400,17 @@ def _call(
     return result.output, result.replies
 
 
-def _prompt(request: TaskRequest) -> list[str]:
-    """The request first, then guidance and earlier results as separate text blocks."""
-    blocks = [request.text]
+def _prompt(request: TaskRequest, documents: list[tuple[str, str]]) -> list[str]:
+    """The documents first (the longest stable prefix, for the prompt cache), then the
+    request, guidance and earlier results as separate text blocks."""
+    blocks = [f"Document {name}:\n{text}" for name, text in documents]
+    blocks.append(request.text)
     if request.instructions:
         blocks.append(f"Instructions: {request.instructions}")
     blocks.extend(
-        f"Context from {name}: {json.dumps(value)}" for name, value in request.context.items()
+        f"Context from {name}: {json.dumps(value)}"
+        for name, value in request.context.items()
+        if name != "documents"
     )
     return blocks
 
@@ -392,7 +471,7 @@ def _skipped(
         finished_at=utc_iso(),
     )
     stored = runtime.state.record_step(record, final_status="budget_exceeded")
-    return Outcome(AgentMessage.from_dict(stored.message), stored)
+    return Outcome(AgentMessage.from_dict(stored.message), stored, incoming.message_id)
 
 
 def _reject_undecodable(
@@ -438,22 +517,28 @@ def _usable_id(raw: object, field: str) -> str | None:
     return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None
 
 
-def _dead_letter(
-    runtime: Runtime,
-    spec: AgentSpec,
-    body: object,
-    error: AgentMessage,
-    retry_with: dict[str, Any] | None = None,
-) -> None:
-    """`retry_with` (the step's options) makes the letter retryable with `chorus dlq retry`;
-    a chord's body (it needs its branches' answers) and an undecodable message are not."""
-    runtime.state.dead_letter(
-        task_id=error.task_id,
+def _letter(
+    spec: AgentSpec, body: object, error: AgentMessage, retry_with: dict[str, Any] | None = None
+) -> DeadLetter:
+    """`retry_with` (the step's options) makes the letter retryable with `chorus dlq retry`."""
+    return DeadLetter(
         agent=spec.name,
         code=str(error.payload.get("code")),
         error=str(error.payload.get("message")),
         body=body,
         options=retry_with,
+    )
+
+
+def _dead_letter(runtime: Runtime, spec: AgentSpec, body: object, error: AgentMessage) -> None:
+    """A letter with no step record to ride with (an undecodable message)."""
+    letter = _letter(spec, body, error)
+    runtime.state.dead_letter(
+        task_id=error.task_id,
+        agent=letter.agent,
+        code=letter.code,
+        error=letter.error,
+        body=letter.body,
     )
 
 
