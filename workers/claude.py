@@ -22,6 +22,7 @@ from anthropic.types import (
 )
 from pydantic import BaseModel, ValidationError
 
+from workers import telemetry
 from workers.guards import BudgetExceededError, Reservation, StepGuard
 from workers.models import Price, Usage
 from workers.retry import ModelCallError, RetryEvent, RetryPolicy, call_with_retries, retry_after
@@ -90,6 +91,7 @@ class ClaudeClient:
             max_retries=settings.call_retries, base_delay=settings.retry_base_delay
         )
         self._prompt_cache = settings.prompt_cache
+        self._prices = settings.prices  # for the chat span's chorus.cost_usd
 
     def close(self) -> None:
         self._sdk.close()
@@ -229,10 +231,12 @@ class ClaudeClient:
                     )
                 raise
 
-        raw, retries = call_with_retries(
-            self._policy, create, allow_retry=guard.allow_retry if guard else None
-        )
-        message = raw.parse()
+        with telemetry.chat_span(request.model, max_tokens=request.max_tokens) as chat:
+            raw, retries = call_with_retries(
+                self._policy, create, allow_retry=guard.allow_retry if guard else None
+            )
+            message = raw.parse()
+            chat.response(message, headers=raw.headers, retries=retries, prices=self._prices)
         latency_ms = (time.perf_counter() - started) * 1000
         raw_text, data = _extract(message)
         usage = message.usage

@@ -22,6 +22,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel
 
+from workers import telemetry
 from workers.tools import Tool, ToolContext, ToolError, ToolInputError
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,15 @@ def run_tool_calls(
     workers = min(max_parallel, len(calls))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chorus-tools") as pool:
         futures = [
-            pool.submit(_run_and_report, tools, call, context, default_timeout, on_outcome)
+            # The execute_tool span's parent (the step's span) is taken here, in this thread.
+            pool.submit(
+                telemetry.traced_tool(call.name, call.id, _run_and_report),
+                tools,
+                call,
+                context,
+                default_timeout,
+                on_outcome,
+            )
             for call, context in zip(calls, contexts, strict=True)
         ]
         return [future.result() for future in futures]
