@@ -6,6 +6,7 @@ import textwrap
 from typing import Any
 
 from dispatcher.dispatcher import TaskHandle, TaskOutcome
+from messages.status import TaskStatus
 from workers.state import StepRecord
 
 
@@ -16,12 +17,16 @@ def usd(micro: int) -> float:
 def outcome_document(outcome: TaskOutcome, handle: TaskHandle) -> dict[str, Any]:
     """The `chorus run --json` document."""
     steps = handle.trace()
+    in_review = outcome.status == TaskStatus.NEEDS_REVIEW
     doc: dict[str, Any] = {
         "task_id": outcome.task_id,
+        "workflow": outcome.pattern,
         "pattern": outcome.pattern,
         "status": outcome.status,
         "result": outcome.result if outcome.ok else None,
-        "error": None if outcome.ok else outcome.result,
+        # A split (or an unsure judgement) waiting for a human is not an error.
+        "review": outcome.result if in_review else None,
+        "error": None if outcome.ok or in_review else outcome.result,
         "cost_usd": usd(outcome.cost_micro_usd),
         "cost_micro_usd": outcome.cost_micro_usd,
         "input_tokens": outcome.input_tokens,
@@ -76,6 +81,8 @@ def step_summary(step: StepRecord) -> dict[str, Any]:
         "cache_read_input_tokens": step.usage.get("cache_read_input_tokens", 0),
         "cost_usd": usd(step.cost_micro_usd),
         "output_message_id": step.message.get("message_id"),
+        "turns": step.turns,
+        "tool_calls": step.tool_calls,
     }
 
 

@@ -3,6 +3,7 @@ that produced it, plus totals per agent and per model."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ def node_document(node: Node) -> dict[str, Any]:
             "output_tokens": step.usage.get("output_tokens", 0),
             "retries": step.retries,
             "cost_micro_usd": step.cost_micro_usd,
+            "turns": step.turns,
+            "tool_calls": step.tool_calls,
         }
     doc["children"] = [node_document(child) for child in node.children]
     return doc
@@ -89,6 +92,9 @@ def render(document: dict[str, Any]) -> list[str]:
             )
         lines.append(prefix + branch + text)
         children = node["children"]
+        if step:
+            inner = prefix + ("   " if last else "│  ") + ("│  " if children else "   ")
+            lines.extend(inner + line for line in tool_lines(step))
         for index, child in enumerate(children):
             walk(child, prefix + ("   " if last else "│  "), index == len(children) - 1)
 
@@ -104,3 +110,36 @@ def render(document: dict[str, Any]) -> list[str]:
                 f"${usd(row['cost_micro_usd']):.6f}"
             )
     return lines
+
+
+TOOL_TEXT_LIMIT = 80
+"""Characters of a tool call's input or output shown on its `chorus trace` line."""
+
+
+def tool_lines(step: dict[str, Any]) -> list[str]:
+    """A tool loop under its step: each turn's cost, and the calls made in it."""
+    calls: dict[int, list[dict[str, Any]]] = {}
+    for call in step.get("tool_calls") or []:
+        calls.setdefault(int(call["turn"]), []).append(call)
+    lines = []
+    for turn in step.get("turns") or []:
+        number = int(turn["turn"])
+        usage = turn["usage"]
+        again = ", replayed" if turn.get("replayed") else ""
+        lines.append(
+            f"turn {number}: {turn['stop_reason']}, {usage['input_tokens']}+"
+            f"{usage['output_tokens']} tok, ${usd(turn['cost_micro_usd']):.6f}{again}"
+        )
+        for call in calls.get(number, []):
+            shown = _clip(json.dumps(call["input"], sort_keys=True))
+            if call.get("error") is not None:
+                result = f"error: {_clip(str(call['error']))}"
+            else:
+                result = f"→ {_clip(str(call['output']))}"
+            lines.append(f"  tool {call['name']}({shown}) {result}  {call['duration_ms']:.0f} ms")
+    return lines
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= TOOL_TEXT_LIMIT else text[: TOOL_TEXT_LIMIT - 1] + "…"

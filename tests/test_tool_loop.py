@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from dispatcher.render import step_summary
+from dispatcher.trace import tool_lines
 from messages import AgentMessage, ErrorCode
 from tests.tool_fixtures import Findings, ask, control, ledger, scout, stack
 from workers import keys
@@ -237,3 +239,29 @@ def test_the_budget_holds_each_turn_and_refuses_the_turn_that_does_not_fit(
     budget: dict[bytes, bytes] = runtime.redis.hgetall(keys.budget(root.task_id))  # type: ignore[assignment]
     assert int(budget[b"tokens"]) == sum(outcome.record.usage.values())
     assert not [name for name in budget if name.startswith(b"r:")]  # no hold left behind
+
+
+def test_trace_and_json_show_each_turn_and_its_tool_calls_under_the_step(
+    env: tuple[Runtime, str],
+) -> None:
+    runtime, url = env
+    spec, marker = scout(tool_from_function(lookup))
+    plan = [
+        {"tool_calls": [{"name": "lookup", "input": {"topic": "redis"}}]},
+        {"tool_calls": [{"name": "lookup", "input": {"topic": "kafka"}}]},
+        final("Redis"),
+    ]
+    control(url, "/_sim/scripts", "POST", {"match": marker, "responses": plan})
+    _root, outcome = ask(runtime, spec, "Trace me")
+    assert outcome.record is not None
+
+    summary = step_summary(outcome.record)
+    assert [c["name"] for c in summary["tool_calls"]] == ["lookup", "lookup"]
+    assert {"name", "input", "output", "error", "duration_ms", "turn"} <= set(
+        summary["tool_calls"][0]
+    )
+    lines = tool_lines({"turns": outcome.record.turns, "tool_calls": outcome.record.tool_calls})
+    assert lines[0].startswith("turn 1: tool_use, ")
+    assert lines[1].startswith('  tool lookup({"topic": "redis"}) → Redis keeps the task state.')
+    assert lines[3].startswith('  tool lookup({"topic": "kafka"}) error: no note on \'kafka\'')
+    assert lines[4].startswith("turn 3: end_turn, ")
