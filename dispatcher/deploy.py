@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dispatcher import deploy_compose, deploy_k8s
+from dispatcher.deploy_console import CONSOLE
 from dispatcher.deploy_k8s import DirectoryInUseError
 from dispatcher.deploy_spec import (
     DEFAULT_IMAGE,
@@ -30,10 +31,10 @@ from dispatcher.deploy_spec import (
     SecretKey,
 )
 
-EXTRA_SERVICES: tuple[ExtraService, ...] = ()
-"""Services shipped beside the built-in ones in every generated file set: add the web console
-here (see ExtraService for what a web surface must do to stay behind auth), then regenerate the
-repository's files."""
+EXTRA_SERVICES: tuple[ExtraService, ...] = (CONSOLE,)
+"""Services shipped beside the built-in ones in every generated file set: the web console (see
+ExtraService for what a web surface must do to stay behind auth); regenerate the repository's
+files after a change (`python -m tests.deploy_checks`)."""
 
 
 def compose_file(spec: DeploySpec, extra_services: Sequence[ExtraService] | None = None) -> str:

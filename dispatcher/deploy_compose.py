@@ -27,11 +27,11 @@ from dispatcher.deploy_spec import (
 _TEMPLATE = """\
 {{header}}
 {{intro}}
-#   REDIS_PASSWORD=... POSTGRES_PASSWORD=... FLOWER_PASSWORD=... ANTHROPIC_API_KEY=... \\
+#   REDIS_PASSWORD=... POSTGRES_PASSWORD=... FLOWER_PASSWORD=... {{extra_env}}ANTHROPIC_API_KEY=... \\
 #   docker compose up -d
 #   docker compose up -d --scale {{first_agent}}=4  # scale one agent type alone
 # Offline (local Claude simulator instead of the API):
-#   REDIS_PASSWORD=... POSTGRES_PASSWORD=... FLOWER_PASSWORD=... ANTHROPIC_API_KEY=offline \\
+#   REDIS_PASSWORD=... POSTGRES_PASSWORD=... FLOWER_PASSWORD=... {{extra_env}}ANTHROPIC_API_KEY=offline \\
 #   ANTHROPIC_BASE_URL=http://simulator:8765 docker compose --profile offline up -d
 # Passwords go into URLs: use URL-safe ones (e.g. `openssl rand -hex 32`).
 name: {{app}}
@@ -188,6 +188,7 @@ def compose_file(spec: DeploySpec, extra_services: Sequence[ExtraService] = ()) 
         image=spec.image,
         agents="".join(_agent(agent) + "\n" for agent in spec.agents),
         extra_services="".join("\n" + extra.compose(spec) for extra in extra_services),
+        extra_env="".join(f"{name}=... " for extra in extra_services for name in extra.compose_env),
     )
 
 

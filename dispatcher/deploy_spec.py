@@ -98,6 +98,9 @@ class ExtraService:
     """The text of `<name>.yaml` (listed in kustomization.yaml after metrics.yaml), without the
     generated-file marker line, which the generator puts first."""
     secret_keys: tuple[SecretKey, ...] = field(default=())
+    compose_env: tuple[str, ...] = field(default=())
+    """Compose variables its entry requires (`${X:?set X}`), e.g. "CONSOLE_PASSWORD": the
+    `docker compose up` examples in the file's header name them."""
 
 
 class DeployError(ChorusError):

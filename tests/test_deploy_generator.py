@@ -168,7 +168,8 @@ def test_compose_has_one_service_per_agent_of_the_app_and_none_of_the_seed_team(
 def test_every_compose_process_loads_the_users_app() -> None:
     services = launch_compose()["services"]
     chorus = [name for name, s in services.items() if s.get("command", [])[:1] == ["chorus"]]
-    assert set(chorus) == {"auditor", "flower", "metrics", *queues_of(LAUNCH)}
+    extras = {extra.name for extra in deploy.EXTRA_SERVICES}  # the console
+    assert set(chorus) == {"auditor", "flower", "metrics", *extras, *queues_of(LAUNCH)}
     for name in chorus:
         assert services[name]["environment"]["CHORUS_APP"] == "launch_team", name
         assert services[name]["image"] == IMAGE, name
@@ -294,7 +295,8 @@ def test_every_pod_loads_the_users_app_and_runs_the_chosen_image() -> None:
             assert container["image"] == IMAGE
             assert {"configMapRef": {"name": "chorus-config"}} in container["envFrom"]
             assert command_problems(container["command"], queues_of(LAUNCH)) == []
-    assert chorus_pods == len(LAUNCH.agents) + 3  # auditor, flower, metrics
+    # auditor, flower, metrics and the extra services (the console)
+    assert chorus_pods == len(LAUNCH.agents) + 3 + len(deploy.EXTRA_SERVICES)
     assert "images" not in load_docs(k8s_files(LAUNCH)["kustomization.yaml"])[0]
 
 
@@ -409,7 +411,7 @@ def test_an_extra_service_ships_in_every_generated_file_set() -> None:
 def test_write_k8s_owns_an_extra_services_file_like_its_own(tmp_path: Path) -> None:
     write_k8s(LAUNCH, tmp_path, extra_services=[CONSOLE])
     write_k8s(LAUNCH, tmp_path, extra_services=[CONSOLE])  # no refusal: it generated them all
-    write_k8s(LAUNCH, tmp_path)
+    write_k8s(LAUNCH, tmp_path, extra_services=())
     assert not (tmp_path / "console.yaml").exists()
 
 
