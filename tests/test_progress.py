@@ -7,10 +7,11 @@ import io
 import pytest
 
 from dispatcher import Dispatcher
-from dispatcher.patterns import PATTERNS
 from dispatcher.progress import watch
+from messages import AgentMessage, TaskRequest
 from workers.app import ChorusApp
-from workers.tasks import planned_agents
+from workers.blocks import entry_agent
+from workers.canvas import Place, build, planned_agents
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,11 @@ from workers.tasks import planned_agents
 def test_each_pattern_knows_which_steps_it_plans(
     app: ChorusApp, pattern: str, planned: dict[str, int]
 ) -> None:
-    _root, canvas = PATTERNS[pattern](app, "Plan the launch")
+    block = app.team.workflow(pattern).block
+    root = AgentMessage.root(
+        recipient=entry_agent(block), payload=TaskRequest(text="Plan the launch").model_dump()
+    )
+    canvas = build(app, block, root, Place(workflow=pattern))
     assert planned_agents(canvas) == planned
 
 

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import redis
 
+from chorus.seed import ROUTER_TARGETS
 from dispatcher import Dispatcher
 from messages import AgentMessage, MessageType
 from workers import keys
-from workers.registry import AGENTS, ROUTER_TARGETS
+from workers.registry import AGENTS
 
 SUMMARY_REQUEST = "Summarize the tradeoffs of Redis as a message broker"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -15,12 +15,14 @@ from redis.retry import Retry
 
 from workers import redis_urls
 from workers.budget import TaskBudget
-from workers.claude import ClaudeClient
 from workers.models import Price
 from workers.ratelimit import FleetRateLimiter
 from workers.replicas import ReplicatedRedis
 from workers.settings import Settings, SettingsError
 from workers.state import TaskState
+
+if TYPE_CHECKING:
+    from workers.claude import ClaudeClient
 
 
 def state_client(
@@ -126,5 +128,8 @@ class Runtime:
         with self._lock:
             client = self.__dict__.get("_claude")
             if client is None:
+                # Imported here: only a process that calls Claude pays for the SDK's import.
+                from workers.claude import ClaudeClient
+
                 client = self.__dict__["_claude"] = ClaudeClient(self.settings)
             return client

@@ -16,7 +16,6 @@ from celery import Task
 from workers.canvas import continuation_canvas, planned_agents
 from workers.flow import StepOptions, continuation_of
 from workers.registry import AgentSpec
-from workers.runner import Delivery, run_agent
 
 if TYPE_CHECKING:
     from workers.app import ChorusApp
@@ -47,6 +46,8 @@ def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
             # to other queues and come back when the pause ends, rather than sleep in it. The
             # deferrals are bounded by the task retry cap; past it the step waits in its slot.
             raise self.retry(countdown=paused, max_retries=runtime.settings.task_max_retries)
+        from workers.runner import Delivery, run_agent  # the model-calling side, on first use
+
         request = self.request
         info = request.delivery_info or {}
         delivery = Delivery(
