@@ -16,6 +16,7 @@ from dispatcher.review import ReviewQueue
 from messages import AgentMessage, ChorusError, TaskRequest
 from messages.payloads import MAX_TEXT
 from messages.status import FINISHED
+from workers import telemetry
 from workers.app import ChorusApp, create_app
 from workers.audit_store import AuditStore
 from workers.blocks import Block, Step, agents_of, entry_agent
@@ -282,6 +283,7 @@ class Dispatcher:
         # publish batches): a 50-way fan-out leaves in one round trip instead of fifty-one, and
         # the hash is written before any worker can take a message.
         with (
+            telemetry.submit_span(root.task_id, name, message_id=root.message_id),
             self.app.producer_or_acquire() as producer,
             producer.batch(),
             ahead_of_publish(task_hash) as unsent,

@@ -35,9 +35,14 @@ from workers.tool_exec import ToolCall, run_tool_calls
 from workers.tools import ToolContext, ToolError, tool_from_function
 
 OTEL_ON = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_BSP_SCHEDULE_DELAY"}
-WORKER_GROUPS = (["research"], ["research"], ["merger"], ["orchestrator", "synthesizer"])
+WORKER_GROUPS = (
+    ["research"],
+    ["research"],
+    ["merger"],
+    ["orchestrator", "synthesizer", "drafter", "critic"],
+)
 """Two research processes (one thread each, so a fan-out spreads over both), the merger, and
-one process for the agents of the run-time fan-out."""
+one process for the agents of the run-time fan-out and the pipeline."""
 
 
 def _without_otel(env: dict[str, str]) -> dict[str, str]:
@@ -48,6 +53,62 @@ def _without_otel(env: dict[str, str]) -> dict[str, str]:
 def receiver() -> Iterator[OtlpReceiver]:
     with OtlpReceiver() as running:
         yield running
+
+
+# -- helpers in one process ------------------------------------------------------------
+
+
+def _add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def _refuse(reason: str) -> str:
+    """Always refuses."""
+    raise ToolError(f"refused: {reason}")
+
+
+def test_tool_calls_are_execute_tool_spans_under_the_step_across_the_tool_threads(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry.shutdown()  # this test's own settings, whatever ran before it
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{receiver.url}/v1/traces")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "chorus-tools-test")
+    assert telemetry.install()
+    tools = {t.name: t for t in (tool_from_function(_add), tool_from_function(_refuse))}
+    calls = [
+        ToolCall("toolu_add", "_add", {"a": 2, "b": 3}),
+        ToolCall("toolu_refuse", "_refuse", {"reason": "no"}),
+    ]
+    try:
+        with telemetry.agent_span("research", task_id="tools-task", message_id="m-1"):
+            outcomes = run_tool_calls(
+                tools,
+                calls,
+                lambda c: ToolContext(
+                    task_id="tools-task", message_id="m-1", tool_use_id=c.id, agent="research"
+                ),
+            )
+    finally:
+        telemetry.shutdown()  # flushes
+    assert [o.output for o in outcomes] == ["5", None]
+
+    spans = [s for s in receiver.spans if s.resource.get("service.name") == "chorus-tools-test"]
+    (step,) = [s for s in spans if s.name == "invoke_agent research"]
+    tool_spans = {s.attributes["gen_ai.tool.call.id"]: s for s in spans if s.parent_id}
+    assert set(tool_spans) == {"toolu_add", "toolu_refuse"}
+    for call in calls:
+        span = tool_spans[call.id]
+        assert span.name == f"execute_tool {call.name}"
+        assert span.parent_id == step.span_id
+        assert span.trace_id == step.trace_id
+        assert span.attributes["gen_ai.operation.name"] == "execute_tool"
+        assert span.attributes["gen_ai.tool.name"] == call.name
+    assert tool_spans["toolu_add"].status != 2
+    assert tool_spans["toolu_refuse"].status == 2
+    assert tool_spans["toolu_refuse"].attributes["error.type"] == "tool_error"
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +162,7 @@ def fleet(traced_env: tuple[dict[str, str], Path]) -> Iterator[Dispatcher]:
                 raise RuntimeError(f"{dead[0].name} died:\n{dead[0].log_tail()}")
             replies = app.control.inspect(timeout=0.5).active_queues() or {}
             consumers = [q["name"] for queues in replies.values() for q in queues]
-            wanted = {"agent.merger", "agent.orchestrator", "agent.synthesizer"}
+            wanted = {f"agent.{name}" for group in WORKER_GROUPS for name in group}
             return consumers.count("agent.research") >= 2 and wanted <= set(consumers)
 
         wait_until(ready, timeout=90, what="traced workers")
@@ -244,59 +305,18 @@ def test_a_fan_out_planned_at_run_time_hangs_under_the_step_that_planned_it(
     assert _published_by(synthesizer) <= {s.span_id for s in research}
 
 
-# -- helpers in one process ------------------------------------------------------------
-
-
-def _add(a: int, b: int) -> int:
-    """Add two numbers."""
-    return a + b
-
-
-def _refuse(reason: str) -> str:
-    """Always refuses."""
-    raise ToolError(f"refused: {reason}")
-
-
-def test_tool_calls_are_execute_tool_spans_under_the_step_across_the_tool_threads(
-    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+def test_each_step_of_a_pipeline_is_the_child_of_the_step_before_it(
+    fleet: Dispatcher, receiver: OtlpReceiver
 ) -> None:
-    for key in [k for k in os.environ if k.startswith("OTEL_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{receiver.url}/v1/traces")
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "chorus-tools-test")
-    assert telemetry.install()
-    tools = {t.name: t for t in (tool_from_function(_add), tool_from_function(_refuse))}
-    calls = [
-        ToolCall("toolu_add", "_add", {"a": 2, "b": 3}),
-        ToolCall("toolu_refuse", "_refuse", {"reason": "no"}),
-    ]
-    try:
-        with telemetry.agent_span("research", task_id="tools-task", message_id="m-1"):
-            outcomes = run_tool_calls(
-                tools,
-                calls,
-                lambda c: ToolContext(
-                    task_id="tools-task", message_id="m-1", tool_use_id=c.id, agent="research"
-                ),
-            )
-    finally:
-        telemetry.shutdown()  # flushes
-    assert [o.output for o in outcomes] == ["5", None]
-
-    spans = [s for s in receiver.spans if s.resource.get("service.name") == "chorus-tools-test"]
-    (step,) = [s for s in spans if s.name == "invoke_agent research"]
-    tool_spans = {s.attributes["gen_ai.tool.call.id"]: s for s in spans if s.parent_id}
-    assert set(tool_spans) == {"toolu_add", "toolu_refuse"}
-    for call in calls:
-        span = tool_spans[call.id]
-        assert span.name == f"execute_tool {call.name}"
-        assert span.parent_id == step.span_id
-        assert span.trace_id == step.trace_id
-        assert span.attributes["gen_ai.operation.name"] == "execute_tool"
-        assert span.attributes["gen_ai.tool.name"] == call.name
-    assert tool_spans["toolu_add"].status != 2
-    assert tool_spans["toolu_refuse"].status == 2
-    assert tool_spans["toolu_refuse"].attributes["error.type"] == "tool_error"
+    """A chain's next link is published by the step before it, inside that step's span."""
+    handle = fleet.submit("Draft a note on the queue migration.", pattern="pipeline")
+    assert handle.wait(90).ok
+    steps, found = _task_spans(receiver, handle)
+    by_message = _check_trace(steps, found)
+    spans = [by_message[s.input_message_id] for s in sorted(steps, key=lambda s: s.started_at)]
+    assert [s.attributes["gen_ai.agent.name"] for s in spans] == ["research", "drafter", "critic"]
+    assert spans[0].parent_id == found["root"][0].span_id
+    assert [s.parent_id for s in spans[1:]] == [s.span_id for s in spans[:-1]]
 
 
 @pytest.mark.parametrize(

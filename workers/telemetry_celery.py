@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from messages.envelope import derived_id
 from workers.registry import TASK_PREFIX
 from workers.telemetry_spans import ERROR_TYPE, Spans, step_attributes
 
@@ -93,9 +94,13 @@ class _Handlers:
         span: Span | None = None
         if name.startswith(TASK_PREFIX) and message is not None:
             agent = name.removeprefix(TASK_PREFIX)
+            received = str(message.get("message_id", ""))
+            input_id = _input_id(received, kwargs)
             attributes: dict[str, Any] = step_attributes(
-                agent, str(message.get("task_id", "")), str(message.get("message_id", ""))
+                agent, str(message.get("task_id", "")), input_id
             )
+            if input_id != received:
+                attributes["chorus.received_message_id"] = received
             attributes.update(_delivery(request, task_id))
             span = self.spans.tracer().start_span(
                 f"invoke_agent {agent}",
@@ -156,6 +161,16 @@ def _message(args: Any, kwargs: Any) -> dict[str, Any] | None:
         return first
     candidate = kwargs.get("message") if isinstance(kwargs, dict) else None
     return candidate if isinstance(candidate, dict) else None
+
+
+def _input_id(received: str, kwargs: Any) -> str:
+    """The step's own input message id, as its record has it: a step that adopts what it
+    received works on a child whose id is derived from it (workers.flow.adopted)."""
+    options = kwargs.get("options") if isinstance(kwargs, dict) else None
+    adopt = options.get("adopt") if isinstance(options, dict) else None
+    if not adopt or not received:
+        return received
+    return derived_id(received, f"adopt:{adopt}")
 
 
 def _delivery(request: Any, task_id: str) -> dict[str, Any]:
