@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from messages import ChorusError
+from workers import audit_tools
 from workers.audit_store import AuditStore
 from workers.auditor import Auditor, AuditorOptions
 from workers.settings import Settings
@@ -34,6 +35,8 @@ def add_commands(sub: Any) -> None:
     audit.add_argument("--kind", help="submitted, started, step, dead_letter, review_*")
     audit.add_argument("--since", type=parse_when, help="ISO time (local if no offset) or 2h/7d")
     audit.add_argument("--until", type=parse_when, help="ISO time (local if no offset) or 30m")
+    audit.add_argument("--tool", help="calls of this tool (input, output or error, duration)")
+    audit.add_argument("--errors", action="store_true", help="with --tool: failed calls only")
     audit.add_argument("--limit", type=int, default=1000)
     audit.add_argument("--json", action="store_true", help="one JSON document per line")
     audit.set_defaults(handler=cmd_audit)
@@ -78,6 +81,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ChorusError(
             "no audit trail yet: start `chorus auditor` (CHORUS_DATABASE_URL says where it writes)"
         )
+    if getattr(args, "tool", None):
+        return _tool_calls(store, args)
     rows = store.query(
         agent=args.agent,
         task_id=args.task_id,
@@ -90,6 +95,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(json.dumps(_document(row)) if args.json else describe(row))
     if not args.json:
         print(f"{len(rows)} event(s)")
+    return 0
+
+
+def _tool_calls(store: AuditStore, args: argparse.Namespace) -> int:
+    calls = store.tool_calls(
+        args.tool,
+        agent=args.agent,
+        task_id=args.task_id,
+        since=args.since,
+        until=args.until,
+        errors_only=args.errors,
+        limit=args.limit,
+    )
+    for call in calls:
+        if args.json:
+            document = {**call, "at": call["at"].isoformat(), "input": json.loads(call["input"])}
+            print(json.dumps(document))
+        else:
+            print(audit_tools.describe(call))
+    if not args.json:
+        failed = sum(1 for call in calls if call["error"] is not None)
+        print(f"{len(calls)} call(s) of {args.tool}, {failed} failed")
     return 0
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from dispatcher import cli
 from dispatcher.render import step_summary
 from dispatcher.trace import tool_lines
 from messages import AgentMessage, ErrorCode
 from tests.tool_fixtures import Findings, ask, control, ledger, scout, stack
 from workers import keys
+from workers.audit_store import AuditStore
+from workers.auditor import Auditor, AuditorOptions
 from workers.budget import worst_prompt_tokens
 from workers.claude import schema_text
 from workers.runner import Delivery, run_agent
@@ -265,3 +269,36 @@ def test_trace_and_json_show_each_turn_and_its_tool_calls_under_the_step(
     assert lines[1].startswith('  tool lookup({"topic": "redis"}) → Redis keeps the task state.')
     assert lines[3].startswith('  tool lookup({"topic": "kafka"}) error: no note on \'kafka\'')
     assert lines[4].startswith("turn 3: end_turn, ")
+
+
+def test_chorus_audit_tool_lists_each_call_of_a_tool_from_the_sql_trail(
+    env: tuple[Runtime, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runtime, url = env
+    spec, marker = scout(tool_from_function(lookup))
+    plan = [
+        {"tool_calls": [{"name": "lookup", "input": {"topic": "celery"}}]},
+        {"tool_calls": [{"name": "lookup", "input": {"topic": "kafka"}}]},
+        final("Celery"),
+    ]
+    control(url, "/_sim/scripts", "POST", {"match": marker, "responses": plan})
+    root, _outcome = ask(runtime, spec, "Audit me")
+    database = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    store = AuditStore(database)
+    Auditor(runtime.redis, store, AuditorOptions()).drain()
+
+    calls = store.tool_calls("lookup", task_id=root.task_id)
+    assert [(c["turn"], c["input"], c["output"], c["error"]) for c in calls] == [
+        (1, '{"topic": "celery"}', NOTES["celery"], None),
+        (2, '{"topic": "kafka"}', None, "no note on 'kafka'"),
+    ]
+    assert all(c["agent"] == "scout" and c["duration_ms"] >= 0 for c in calls)
+
+    monkeypatch.setenv("CHORUS_DATABASE_URL", database)
+    assert cli.main(["audit", "--tool", "lookup", "--task", root.task_id, "--errors"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "1 call(s) of lookup, 1 failed"
+    assert 'lookup({"topic": "kafka"}) error: no note on \'kafka\'' in out[0]

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from messages.envelope import ID_MAX_LENGTH, NAME_MAX_LENGTH
+from workers import audit_tools
 
 metadata = sa.MetaData()
 
@@ -60,6 +61,10 @@ tasks = sa.Table(
     sa.Column("info", sa.Text, nullable=False),
     sa.Column("last_event_id", sa.String(32), nullable=False),
 )
+
+
+tool_calls = audit_tools.define_table(metadata)
+"""One row per tool call of a recorded step (workers/audit_tools.py)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,11 @@ class AuditStore:
             ).rowcount
             for row in self._task_rows(batch):
                 connection.execute(self._upsert_task(row))
+            calls = audit_tools.rows(rows)
+            if calls:
+                keyed = ["event_id", "tool_use_id"]
+                insert_calls = self._insert(tool_calls).values(calls)
+                connection.execute(insert_calls.on_conflict_do_nothing(index_elements=keyed))
         return max(int(added or 0), 0)
 
     def write_or_isolate(self, batch: Sequence[AuditEvent]) -> AuditWrite:
@@ -324,6 +334,11 @@ class AuditStore:
         with self.engine.connect() as connection:
             rows = connection.execute(statement).mappings().all()
         return [{**row, "at": _utc(row["at"])} for row in rows]
+
+    def tool_calls(self, name: str, **filters: Any) -> list[dict[str, Any]]:
+        """Calls of tool `name`, oldest first (filters: see audit_tools.query)."""
+        with self.engine.connect() as connection:
+            return audit_tools.query(connection, tool_calls, name=name, **filters)
 
     def count(self) -> int:
         with self.engine.connect() as connection:
