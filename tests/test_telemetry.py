@@ -39,10 +39,10 @@ WORKER_GROUPS = (
     ["research"],
     ["research"],
     ["merger"],
-    ["orchestrator", "synthesizer", "drafter", "critic"],
+    ["orchestrator", "synthesizer", "drafter", "critic", "router", "code_review", "summarizer"],
 )
 """Two research processes (one thread each, so a fan-out spreads over both), the merger, and
-one process for the agents of the run-time fan-out and the pipeline."""
+one process for the agents of the run-time fan-out, the pipeline and routing."""
 
 
 def _without_otel(env: dict[str, str]) -> dict[str, str]:
@@ -177,7 +177,9 @@ def fleet(traced_env: tuple[dict[str, str], Path]) -> Iterator[Dispatcher]:
 # -- what a task's trace must look like --------------------------------------------------
 
 
-def _task_spans(receiver: OtlpReceiver, handle: TaskHandle) -> tuple[list[StepRecord], dict]:
+def _task_spans(
+    receiver: OtlpReceiver, handle: TaskHandle
+) -> tuple[list[StepRecord], dict[str, Any]]:
     """Wait until the task's producer span, a step span per step and a chat span per model
     call have arrived; return the steps and the spans of the task's trace by kind."""
     steps = handle.trace()
@@ -317,6 +319,20 @@ def test_each_step_of_a_pipeline_is_the_child_of_the_step_before_it(
     assert [s.attributes["gen_ai.agent.name"] for s in spans] == ["research", "drafter", "critic"]
     assert spans[0].parent_id == found["root"][0].span_id
     assert [s.parent_id for s in spans[1:]] == [s.span_id for s in spans[:-1]]
+
+
+def test_a_routed_specialist_is_the_child_of_the_router(
+    fleet: Dispatcher, receiver: OtlpReceiver
+) -> None:
+    """The router replaces itself with the specialist's task, sent inside the router's span."""
+    handle = fleet.submit("Summarise the queue migration plan.", pattern="route")
+    assert handle.wait(90).ok
+    steps, found = _task_spans(receiver, handle)
+    by_message = _check_trace(steps, found)
+    (router,) = [by_message[s.input_message_id] for s in steps if s.agent == "router"]
+    (specialist,) = [by_message[s.input_message_id] for s in steps if s.agent != "router"]
+    assert router.parent_id == found["root"][0].span_id
+    assert specialist.parent_id == router.span_id
 
 
 @pytest.mark.parametrize(
