@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, overload
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -115,18 +115,6 @@ class App(ChorusApp):
         self._validated = False
         return flow
 
-    @overload
-    def tool(self, fn: Callable[..., Any], /) -> Tool: ...
-
-    @overload
-    def tool(
-        self,
-        *,
-        name: str | None = None,
-        requires_approval: bool = False,
-        timeout: float | None = None,
-    ) -> Callable[[Callable[..., Any]], Tool]: ...
-
     def tool(
         self,
         fn: Callable[..., Any] | None = None,
@@ -135,7 +123,7 @@ class App(ChorusApp):
         name: str | None = None,
         requires_approval: bool = False,
         timeout: float | None = None,
-    ) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    ) -> Any:
         """A Python function as a tool: its schema from the type hints and the docstring."""
 
         def make(function: Callable[..., Any]) -> Tool:

@@ -141,7 +141,7 @@ def _needs(spec: AgentSpec, role: str, **samples: Any) -> None:
     for name, sample in samples.items():
         field = fields.get(name)
         problem = f"has no field {name!r}" if field is None else ""
-        if field is not None:
+        if field is not None and field.annotation is not None:
             try:
                 TypeAdapter(field.annotation).validate_python(sample)
             except ValidationError:

@@ -18,8 +18,8 @@ from dispatcher.dispatcher import Dispatcher
 from messages import AgentMessage, ChorusError
 from messages.envelope import new_id
 from workers import keys
-from workers.flow import StepOptions
 from workers.canvas import agent_signature
+from workers.flow import StepOptions
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from dispatcher.dispatcher import FINISHED, TaskHandle
+from dispatcher.dispatcher import TaskHandle
 from dispatcher.render import usd
+from messages.status import FINISHED
 
 
 def _counts(info: dict[str, Any], prefix: str) -> str:

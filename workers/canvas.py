@@ -128,7 +128,7 @@ def _pipeline(app: ChorusApp, block: Pipeline, message: AgentMessage | None, pla
                 "then": place.then if chord_last else None,
             }
             emit: Emit = "handoff"
-            forward_to = entry_agent(steps[following])
+            forward_to: str | None = entry_agent(steps[following])
             following += 1
         elif following >= len(steps):
             then, emit, forward_to = place.then, place.emit, place.forward_to

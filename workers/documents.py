@@ -46,7 +46,7 @@ def store_documents(
         refs.append({"id": doc_id, "name": name, "chars": len(text)})
     if texts:
         with client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.documents(task_id), mapping=texts)
+            pipe.hset(keys.documents(task_id), mapping=cast(Any, texts))
             pipe.expire(keys.documents(task_id), ttl)
             pipe.execute()
     return refs

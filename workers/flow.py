@@ -153,7 +153,7 @@ def output_model(model: type[BaseModel], options: StepOptions) -> type[BaseModel
 @functools.lru_cache(maxsize=64)
 def _bounded_plan(model: type[BaseModel], max_subtasks: int) -> type[BaseModel]:
     """The bound on parallel workers is configuration, so it is part of the schema."""
-    item = model.model_fields["subtasks"].annotation
+    item: Any = model.model_fields["subtasks"].annotation
     bounded: type[BaseModel] = create_model(
         model.__name__,
         __base__=model,
@@ -320,7 +320,7 @@ def continuation_of(
         return None
     for kind in ("delegate", "revise"):
         if out.message_id == derived_id(input_message_id, kind):
-            return Continuation(kind, out)  # type: ignore[arg-type]
+            return Continuation(kind, out)
     if out.message_id == derived_id(input_message_id, "plan"):
         return Continuation("fan_out", out)
     if options.then is not None:
