@@ -30,6 +30,7 @@ from prometheus_client.registry import CollectorRegistry
 from workers import keys
 from workers.registry import AGENTS
 from workers.settings import Settings
+from workers.tool_metrics import TOOL_LATENCY_BUCKETS
 
 PRIORITY_SEPARATOR = "\x06\x16"
 """kombu's Redis transport keeps priority N > 0 of queue Q in the list Q + separator + N."""
@@ -60,6 +61,9 @@ COUNTERS = {
 ERRORS = ("chorus_errors_total", "Steps that ended in an error, by stable error code.")
 LATENCY = ("chorus_step_latency_seconds", "Agent step latency, model calls included.")
 QUEUE = ("chorus_queue_length", "Messages waiting in an agent queue, per priority sub-list.")
+TOOL_CALLS = ("chorus_tool_calls_total", "Tool calls run (a replayed call is not run again).")
+TOOL_ERRORS = ("chorus_tool_errors_total", "Tool calls that went back to the model as errors.")
+TOOL_LATENCY = ("chorus_tool_latency_seconds", "Tool call duration, timeouts at their limit.")
 
 
 def queue_lists(queue: str) -> list[str]:
@@ -79,6 +83,7 @@ class FleetCollector:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         yield from self._counters(fields)
         yield from self._latency(fields)
+        yield from tool_metrics(fields)
         yield self._queue_lengths()
 
     def _counters(self, fields: dict[str, str]) -> Iterator[Metric]:
@@ -138,6 +143,38 @@ class FleetCollector:
             for priority in PRIORITY_STEPS:
                 gauge.add_metric([agent, queue, str(priority)], int(next(lengths)))
         return gauge
+
+
+def tool_metrics(fields: dict[str, str]) -> Iterator[Metric]:
+    """Calls, errors and latency per agent and tool (`tool_*|agent|tool` fields, counted by
+    workers/tool_metrics.py as each call's outcome is journaled)."""
+    calls = CounterMetricFamily(*TOOL_CALLS, labels=["agent", "tool"])
+    errors = CounterMetricFamily(*TOOL_ERRORS, labels=["agent", "tool"])
+    counts: dict[tuple[str, str], int] = {}
+    sums: dict[tuple[str, str], float] = {}
+    buckets: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for field, value in sorted(fields.items()):
+        prefix, *parts = field.split("|")
+        if prefix == "tool_calls" and len(parts) == 2:
+            counts[(parts[0], parts[1])] = int(value)
+            calls.add_metric(parts, int(value))
+        elif prefix == "tool_errors" and len(parts) == 2:
+            errors.add_metric(parts, int(value))
+        elif prefix == "tool_latency_sum" and len(parts) == 2:
+            sums[(parts[0], parts[1])] = float(value)
+        elif prefix == "tool_latency_bucket" and len(parts) == 3:
+            buckets[(parts[0], parts[1])][parts[2]] = int(value)
+    if not counts:
+        return
+    yield calls
+    if errors.samples:
+        yield errors
+    histogram = HistogramMetricFamily(*TOOL_LATENCY, labels=["agent", "tool"])
+    for labels in sorted(counts):
+        series = [(le, float(buckets[labels].get(le, 0))) for le in TOOL_LATENCY_BUCKETS]
+        series.append(("+Inf", float(counts[labels])))
+        histogram.add_metric(list(labels), series, sum_value=sums.get(labels, 0.0))
+    yield histogram
 
 
 def _agent_queues() -> dict[str, str]:

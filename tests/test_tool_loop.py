@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import cli
+from dispatcher import cli, metrics
 from dispatcher.render import step_summary
 from dispatcher.trace import tool_lines
 from messages import AgentMessage, ErrorCode
@@ -135,6 +135,11 @@ def test_failures_of_tools_go_back_to_the_model_as_errors_and_the_step_goes_on(
     assert errors[2].startswith("Unknown tool 'no_such_tool'; the known tools are: explode, hang")
     assert errors[3].startswith("Invalid arguments for tool 'lookup': topic: Input should be")
     assert errors[4] == "no note on 'kafka'"
+    exported = metrics.collect(runtime.redis)
+    assert 'chorus_tool_calls_total{agent="scout",tool="explode"} 1.0' in exported
+    assert 'chorus_tool_errors_total{agent="scout",tool="hang"} 1.0' in exported
+    assert 'chorus_tool_latency_seconds_bucket{agent="scout",le="0.1",tool="hang"} 0.0' in exported
+    assert 'chorus_tool_latency_seconds_count{agent="scout",tool="hang"} 1.0' in exported
 
 
 def test_the_turn_limit_ends_the_step_tool_limit_with_every_turn_paid_for(

@@ -22,6 +22,7 @@ from workers.claude import Reply
 from workers.models import Usage
 from workers.retry import RetryEvent
 from workers.tool_exec import ToolOutcome
+from workers.tool_metrics import count_call
 
 _TURN = scripts.load("journal_turn")
 _RESUME = scripts.load("journal_resume")
@@ -99,12 +100,15 @@ class Journal:
         )
         return reply if earlier is None else decode_reply(cast(bytes, earlier).decode())
 
-    def save_outcome(self, turn: int, outcome: ToolOutcome) -> None:
-        """Journal a finished tool call (its result or its error)."""
+    def save_outcome(self, turn: int, outcome: ToolOutcome, *, agent: str) -> None:
+        """Journal a finished tool call (its result or its error) and count it in the fleet's
+        metrics in the same transaction: a call counts once per time it really ran."""
         entry = json.dumps({"turn": turn, **asdict(outcome)}, separators=(",", ":"))
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key, f"{TOOL}{outcome.tool_use_id}", entry)
             pipe.expire(self.key, self._ttl)
+            seconds = outcome.duration_ms / 1000
+            count_call(pipe, agent, outcome.name, seconds=seconds, failed=outcome.is_error)
             pipe.execute()
 
 

@@ -244,7 +244,7 @@ def _run_turn(
                 continue
             if not decision.approved:
                 outcome = decided_outcome(call, decision)
-                journal.save_outcome(turn, outcome)
+                journal.save_outcome(turn, outcome, agent=plan.agent)
                 done[call.id] = (outcome, False)
                 continue
         runnable.append(call)
@@ -260,7 +260,7 @@ def _run_turn(
         context_for,
         max_parallel=MAX_PARALLEL_TOOLS,
         default_timeout=DEFAULT_TOOL_TIMEOUT,
-        on_outcome=lambda outcome: journal.save_outcome(turn, outcome),
+        on_outcome=lambda outcome: journal.save_outcome(turn, outcome, agent=plan.agent),
     )
     done.update((outcome.tool_use_id, (outcome, False)) for outcome in outcomes)
     if waiting:
