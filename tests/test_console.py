@@ -33,7 +33,7 @@ import pytest
 from dispatcher import Dispatcher
 from dispatcher.console.auth import console_auth
 from dispatcher.embedded import ManagedProcess, free_port, wait_until
-from messages import ChorusError
+from messages import AgentMessage, ChorusError
 from workers import keys
 from workers.audit_store import AuditStore
 
@@ -317,10 +317,14 @@ def test_a_form_post_without_the_csrf_token_is_refused_and_changes_nothing(
 ) -> None:
     task_id = split_task(dispatcher, script_model)
     session = Session(console.url).login()
-    decide = f"{task_path(task_id)}/decide".replace("/tasks/", "/reviews/")
+    decide = "/reviews/decide"
     attempts = {
-        "no token": {"decision": "approve"},
-        "wrong token": {"decision": "approve", "_xsrf": "2|deadbeef|" + "0" * 32 + "|1"},
+        "no token": {"review_id": task_id, "decision": "approve"},
+        "wrong token": {
+            "review_id": task_id,
+            "decision": "approve",
+            "_xsrf": "2|deadbeef|" + "0" * 32 + "|1",
+        },
     }
     for case, form in attempts.items():
         answer = session.post(decide, form)
@@ -329,7 +333,7 @@ def test_a_form_post_without_the_csrf_token_is_refused_and_changes_nothing(
     # A page of another site posting with a valid token is refused by the origin check.
     cross = session.post(
         decide,
-        {"decision": "approve", "_xsrf": session.xsrf()},
+        {"review_id": task_id, "decision": "approve", "_xsrf": session.xsrf()},
         headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
     )
     assert cross.status == 403
@@ -351,8 +355,13 @@ def test_a_review_decision_is_taken_once_as_the_logged_in_user(
 
     page = session.get("/reviews")
     assert f'id="review-{task_id}"' in page.text
-    decide = f"/reviews/{quote(task_id, safe='')}/decide"
-    form = {"decision": "approve", "note": "Budget owner agrees", "_xsrf": session.xsrf()}
+    decide = "/reviews/decide"
+    form = {
+        "review_id": task_id,
+        "decision": "approve",
+        "note": "Budget owner agrees",
+        "_xsrf": session.xsrf(),
+    }
     answer = session.post(decide, form)
     assert answer.status == 303
     assert answer.headers["location"] == f"{task_path(task_id)}?decided=approved"
@@ -365,7 +374,7 @@ def test_a_review_decision_is_taken_once_as_the_logged_in_user(
     assert again.status == 409
     assert "already approved by you" in again.text
     other = Session(console.url).login(OTHER_USER, OTHER_PASSWORD)
-    reject = {"decision": "reject", "note": "No", "_xsrf": other.xsrf()}
+    reject = {"review_id": task_id, "decision": "reject", "note": "No", "_xsrf": other.xsrf()}
     refused = other.post(decide, reject)
     assert refused.status == 409
     assert f"already approved by {USER}" in refused.text
@@ -390,15 +399,61 @@ def test_a_rejection_needs_a_note(
     task_id = split_task(dispatcher, script_model)
     session = Session(console.url).login()
     session.get("/reviews")
-    decide = f"/reviews/{quote(task_id, safe='')}/decide"
-    answer = session.post(decide, {"decision": "reject", "note": " ", "_xsrf": session.xsrf()})
+    form = {"review_id": task_id, "decision": "reject", "_xsrf": session.xsrf()}
+    answer = session.post("/reviews/decide", {**form, "note": " "})
     assert answer.status == 400
     assert "needs a note" in answer.text
-    answer = session.post(
-        decide, {"decision": "reject", "note": "Too risky", "_xsrf": session.xsrf()}
-    )
+    answer = session.post("/reviews/decide", {**form, "note": "Too risky"})
     assert answer.status == 303
     assert dispatcher.handle(task_id).status()["status"] == "rejected"
+
+
+def test_a_tool_call_waiting_for_approval_is_reviewed_like_a_split(
+    console: Console, app: Any, script_model: Script, tmp_path: Path
+) -> None:
+    """A step parked before a tool that needs approval (run in this process, as
+    tests/test_approvals.py parks one) is listed with its pending call and decided once."""
+    from tests.tool_fixtures import scout
+    from workers.approvals import StepParked
+    from workers.resume import approvals
+    from workers.runner import Delivery, run_agent
+    from workers.tools import tool_from_function
+
+    def deliver(channel: str, text: str) -> str:
+        """Post a text to a channel."""
+        return f"posted to {channel}"
+
+    spec, marker = scout(tool_from_function(deliver, requires_approval=True))
+    call = {"name": "deliver", "input": {"channel": "blog", "text": "We launched"}}
+    script_model(marker, [{"tool_calls": [call]}, {"tool_input": {"answer": "done"}}])
+    runtime = app.runtime()
+    root = AgentMessage.root(recipient=spec.name, payload={"text": "Announce the launch"})
+    runtime.state.submit(root.task_id, pattern="route", root_message=root.to_dict())
+    with pytest.raises(StepParked) as parked:
+        run_agent(runtime, spec, root.to_dict(), Delivery())
+    assert approvals(runtime).park(parked.value, resume=None)
+
+    session = Session(console.url).login()
+    [item] = [
+        r
+        for r in session.get("/api/reviews").json()["reviews"]
+        if r["kind"] == "tool" and r["task_id"] == root.task_id
+    ]
+    assert item["review_id"] == f"{root.task_id}/{root.message_id}"
+    assert [c["name"] for c in item["calls"]] == ["deliver"]
+    assert '"channel": "blog"' in item["calls"][0]["input"]
+    page = session.get("/reviews")
+    assert "tool approval" in page.text
+    assert f'data-review-id="{item["review_id"]}"' in page.text
+
+    form = {"review_id": item["review_id"], "decision": "approve", "_xsrf": session.xsrf()}
+    answer = session.post("/reviews/decide", form)
+    assert answer.status == 303
+    assert answer.headers["location"] == f"{task_path(root.task_id)}?decided=approved"
+    again = session.post("/reviews/decide", form)
+    assert again.status == 409
+    assert "decided once" in again.text
+    assert root.task_id not in {r["task_id"] for r in session.get("/api/reviews").json()["reviews"]}
 
 
 # -- tasks: list, page, the audit trail -----------------------------------------------------------

@@ -34,7 +34,7 @@ def make_app(context: ConsoleContext) -> tornado.web.Application:
         ("/tasks", pages.TasksPage),
         (f"/tasks/{TASK_ID}", pages.TaskPage),
         ("/reviews", pages.ReviewsPage),
-        (f"/reviews/{TASK_ID}/decide", pages.DecideHandler),
+        ("/reviews/decide", pages.DecideHandler),
         ("/deadletters", pages.DeadLettersPage),
         (r"/deadletters/([0-9]+-[0-9]+)/retry", pages.RetryHandler),
         ("/login", login.LoginHandler),

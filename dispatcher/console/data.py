@@ -6,6 +6,7 @@ Every method blocks (Redis, SQL); the handlers run them on a thread pool, off th
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any, cast
@@ -16,10 +17,12 @@ from dispatcher.console.task_index import TaskFilter, TaskIndex, TaskRow
 from dispatcher.deadletters import DeadLetter, DeadLetters
 from dispatcher.dispatcher import Dispatcher
 from dispatcher.render import totals
+from dispatcher.review import TOOL, ReviewQueue
 from dispatcher.trace import Node, build_tree, node_document
 from messages import AgentMessage, ChorusError
 from messages.status import FINISHED, TaskStatus
 from workers import keys
+from workers.approvals import SEPARATOR
 from workers.state import StepRecord
 
 LIVE_FIELDS = ("status", "steps", "updated_at", "cost_micro_usd")
@@ -38,13 +41,19 @@ class DecisionRefused(ChorusError):
 class PendingItem:
     """One entry of the review queue, with what the reviewer needs to decide."""
 
+    review_id: str
+    """What the decision names: the task id, or `task_id/message_id` for a tool review."""
     task_id: str
     since: str
     summary: str
     kind: str
-    """'consensus' today; the queue's entries say so once tool approvals join it."""
+    """`consensus` (a split or unsure judge) or `tool` (a step parked before a tool call)."""
     steps: list[dict[str, str]]
     """Each step's agent, status and one-line summary (the analysts' verdicts, the judge's)."""
+    calls: list[dict[str, str]]
+    """A tool review's pending calls: name and input (JSON); empty for a consensus."""
+    agent: str = ""
+    """The parked step's agent, for a tool review."""
 
 
 class ConsoleData:
@@ -113,43 +122,64 @@ class ConsoleData:
 
     # -- reviews ------------------------------------------------------------------------------
 
+    @property
+    def queue(self) -> ReviewQueue:
+        """The same queue `chorus review` uses; a tool review resumes on this app."""
+        return ReviewQueue(self.dispatcher.state, self.dispatcher.app)
+
     def reviews(self) -> list[PendingItem]:
-        queue = self.dispatcher.reviews
+        queue = self.queue
         items = []
         for pending in queue.list():
             records = self.dispatcher.handle(pending.task_id).trace()
+            calls: list[dict[str, str]] = []
+            agent = ""
+            if pending.kind == TOOL:
+                with contextlib.suppress(ChorusError):  # decided meanwhile: no calls to show
+                    shown = queue.show(pending.review_id)
+                    agent = str(shown.get("agent", ""))
+                    calls = [
+                        {"name": str(c.get("name")), "input": _json(c.get("input"))}
+                        for c in shown.get("calls", [])
+                    ]
             items.append(
                 PendingItem(
+                    review_id=pending.review_id or pending.task_id,
                     task_id=pending.task_id,
                     since=pending.since,
                     summary=pending.summary,
-                    kind=str(getattr(pending, "kind", "consensus")),
+                    kind=pending.kind,
                     steps=[
                         {"agent": s.agent, "status": s.status, "summary": s.summary}
                         for s in records
                     ],
+                    calls=calls,
+                    agent=agent,
                 )
             )
         return items
 
-    def decide(self, task_id: str, *, approve: bool, note: str, reviewer: str) -> None:
-        """Approve or reject as `reviewer`; a task is decided once, by whoever comes first."""
+    def decide(self, review_id: str, *, approve: bool, note: str, reviewer: str) -> None:
+        """Approve or reject as `reviewer`; a review is decided once, by whoever comes first."""
         if not approve and not note.strip():
             raise DecisionRefused("a rejection needs a note saying why", conflict=False)
         try:
-            self.dispatcher.reviews.decide(task_id, approve=approve, note=note, reviewer=reviewer)
+            self.queue.decide(review_id, approve=approve, note=note, reviewer=reviewer)
         except ChorusError as exc:
+            task_id = review_id.split(SEPARATOR, 1)[0]
             info = self.dispatcher.handle(task_id).status()
-            if info.get("review_decision"):
+            if SEPARATOR not in review_id and info.get("review_decision"):
                 who = info.get("reviewer", "someone")
                 who = "you" if who == reviewer else who
                 raise DecisionRefused(
                     f"task {task_id} was already {info['review_decision']} by {who} at "
-                    f"{info.get('reviewed_at', '?')}: a task is decided once, and that "
+                    f"{info.get('reviewed_at', '?')}: a review is decided once, and that "
                     "decision stands",
                     conflict=True,
                 ) from None
-            raise DecisionRefused(str(exc), conflict=True) from None
+            raise DecisionRefused(
+                f"{exc}: a review is decided once, and that decision stands", conflict=True
+            ) from None
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -193,8 +223,7 @@ def _flatten(node: Node, depth: int, rows: list[dict[str, Any]]) -> None:
 
 
 def step_detail(step: StepRecord) -> dict[str, Any]:
-    """Everything the task page shows of one step; `tool_calls` when the record has them."""
-    tool_calls = getattr(step, "tool_calls", None)
+    """Everything the task page shows of one step, its tool loop's turns and calls included."""
     return {
         "agent": step.agent,
         "status": step.status,
@@ -212,12 +241,26 @@ def step_detail(step: StepRecord) -> dict[str, Any]:
         "retry_log": step.retry_log,
         "summary": step.summary,
         "raw_output": step.raw_output,
-        "tool_calls": (
-            json.dumps(tool_calls, indent=2, ensure_ascii=False, default=str)
-            if tool_calls
-            else None
-        ),
+        "turns": list(getattr(step, "turns", None) or []),
+        "tool_calls": [_tool_call(call) for call in getattr(step, "tool_calls", None) or []],
         "branches": step.branches,
         "started_at": step.started_at,
         "finished_at": step.finished_at,
     }
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call as the page shows it: input and output as text, the error if it failed."""
+    error = call.get("error")
+    return {
+        **call,
+        "input_text": _json(call.get("input")),
+        "output_text": "" if error is not None else _json(call.get("output")),
+        "error_text": "" if error is None else str(error),
+    }
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)

@@ -14,6 +14,7 @@ from dispatcher.console.data import DecisionRefused
 from dispatcher.console.task_index import TaskFilter
 from messages import ChorusError
 from messages.status import TaskStatus
+from workers.approvals import SEPARATOR
 
 
 def task_filter(handler: BaseHandler) -> TaskFilter:
@@ -65,25 +66,29 @@ class ReviewsPage(BaseHandler):
 
 
 class DecideHandler(BaseHandler):
-    async def post(self, task_id: str) -> None:
+    """POST review_id, decision (approve or reject) and note; the reviewer is who is logged in."""
+
+    async def post(self) -> None:
+        review_id = self.get_body_argument("review_id", "")
         decision = self.get_body_argument("decision", "")
-        if decision not in ("approve", "reject"):
+        if not review_id or decision not in ("approve", "reject"):
             self.show_message(HTTPStatus.BAD_REQUEST, "Refused", "Choose approve or reject.")
             return
         note = self.get_body_argument("note", "").strip()
         reviewer = str(self.current_user)
+        task_id = review_id.split(SEPARATOR, 1)[0]
         back = self.url(f"/tasks/{quote(task_id, safe='')}")
         try:
             await self.blocking(
                 lambda: self.context.data.decide(
-                    task_id, approve=decision == "approve", note=note, reviewer=reviewer
+                    review_id, approve=decision == "approve", note=note, reviewer=reviewer
                 )
             )
         except DecisionRefused as refused:
             status = HTTPStatus.CONFLICT if refused.conflict else HTTPStatus.BAD_REQUEST
             self.show_message(status, "Decision refused", str(refused), back)
             return
-        log.info("console: %s %sd task %s", reviewer, decision, task_id)
+        log.info("console: %s %sd review %s", reviewer, decision, review_id)
         outcome = "approved" if decision == "approve" else "rejected"
         self.redirect(f"{back}?decided={outcome}", status=HTTPStatus.SEE_OTHER)
 
