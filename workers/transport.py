@@ -31,7 +31,9 @@ imports Chorus and opens a kombu connection of its own still gets plain kombu. W
   plain one, still in order: the ledger's entry ahead of the LPUSH is what the ledger needs.
 - **URLs that name their scheme**: with an explicit transport kombu prints its class path as the
   URL's scheme; the app's `Connection` (through Celery's `amqp_cls`) prints redis://,
-  rediss:// or sentinel:// again, which Flower needs to find its broker client.
+  rediss:// or sentinel:// again, which Flower needs to find its broker client. It also keeps
+  this transport when kombu fails over to the next URL of a `;` list (kombu would take the
+  transport from that URL's scheme, and the worker would go on with plain kombu).
 
 The overrides are written against kombu 5.7's code (they replace `_put` and `QoS.append`
 whole); the transport refuses to start on another kombu version.
@@ -141,7 +143,8 @@ _SCHEMES = {TRANSPORT: "redis", SENTINEL_TRANSPORT: "sentinel"}
 class Connection(KombuConnection):
     """kombu's Connection, naming the broker URL's own scheme where kombu would name the
     transport's class path (`as_uri`, the worker banner, the repr): Flower chooses its broker
-    client (queue lengths) by that scheme. Clones keep the transport class."""
+    client (queue lengths) by that scheme. Clones, and the failover to the next URL of a `;`
+    list, keep the transport class."""
 
     def _info(self, resolve: bool = True) -> tuple[tuple[str, Any], ...]:
         info: tuple[tuple[str, Any], ...] = super()._info(resolve)  # type: ignore[no-untyped-call]
@@ -151,6 +154,17 @@ class Connection(KombuConnection):
         if scheme == "redis" and self.ssl:
             scheme = "rediss"
         return tuple((name, scheme if name == "transport" else value) for name, value in info)
+
+    def switch(self, conn_str: str) -> None:
+        """kombu's move to the next URL of a `;` list (its failover after a connection error:
+        with sentinel:// URLs, every reconnect while the primary is down) takes the transport
+        from that URL's scheme, so the worker would carry on with plain kombu: no ledger
+        removal on receipt (the reaper then puts every later message back as lost) and no
+        closed-channel guards. Chorus's transport stays."""
+        ours = self.transport_cls in _SCHEMES
+        super().switch(conn_str)  # type: ignore[no-untyped-call]
+        if ours and "://" in conn_str:
+            self.transport_cls = celery_options(conn_str)["broker_transport"]
 
 
 class AMQP(celery_amqp.AMQP):  # type: ignore[misc]
