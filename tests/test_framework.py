@@ -44,7 +44,8 @@ app.agent("scout", purpose="Gathers facts for a product launch.",
 app.agent("writer", purpose="Writes one post for one channel.",
           instructions="You write a post for the channel you are given.", tier="fast", output=Post)
 app.agent("editor", purpose="Reviews all posts and names contradictions.",
-          instructions="You compare posts and never invent agreement.", tier="strong", output=Digest)
+          instructions="You compare posts and never invent agreement.", tier="strong",
+          output=Digest)
 
 app.workflow("launch", chorus.pipeline(
     "scout",
