@@ -455,6 +455,20 @@ def test_a_tool_call_waiting_for_approval_is_reviewed_like_a_split(
     assert "decided once" in again.text
     assert root.task_id not in {r["task_id"] for r in session.get("/api/reviews").json()["reviews"]}
 
+    # The step resumes (here, in this process) and its page shows the tool loop.
+    outcome = run_agent(runtime, spec, root.to_dict(), Delivery())
+    assert outcome.message.message_type == "result", outcome.message.payload
+    page = session.get(task_path(root.task_id))
+    assert page.status == 200
+    assert "Tool calls" in page.text
+    assert "Model turns" in page.text
+    assert "posted to blog" in page.text
+    [step] = [
+        r["step"] for r in session.get(f"/api/tasks/{root.task_id}").json()["rows"] if r["step"]
+    ]
+    assert [c["name"] for c in step["tool_calls"]] == ["deliver"]
+    assert len(step["turns"]) == 2
+
 
 # -- tasks: list, page, the audit trail -----------------------------------------------------------
 
