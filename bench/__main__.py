@@ -31,6 +31,7 @@ import redis
 from celery import chain, group
 
 from bench import ratelimit, rawcelery
+from bench import tools as tool_loop
 from dispatcher import Dispatcher
 from dispatcher.embedded import (
     ManagedProcess,
@@ -48,7 +49,7 @@ from workers.registry import AGENTS
 from workers.settings import Settings
 
 TEXT = "Summarize the storage options for the archive"
-PHASE_NAMES = ("hop", "fanout", "concurrency", "throughput", "ratelimit", "cost")
+PHASE_NAMES = ("hop", "fanout", "concurrency", "throughput", "ratelimit", "cost", "tools")
 
 
 @dataclass
@@ -524,6 +525,23 @@ def cost(bench: Bench, requests: int) -> list[Row]:
     return rows
 
 
+# -- 8. tool loop -----------------------------------------------------------------------------
+
+
+def tool_loops(bench: Bench, loops: int) -> list[Row]:
+    result = tool_loop.run(loops, work=bench.work, redis_url=bench.db_url())
+    return [
+        Row(
+            "8. tool loop, 3 turns: time per model turn (bench/tools.py)",
+            f"{result['chorus_turn_ms']:.2f} ms (+{result['overhead_turn_ms']:.2f} ms/turn)",
+            f"SDK tool_runner {result['sdk_turn_ms']:.2f} ms",
+            result["ratio"],
+            "reported",
+            None,
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -544,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         ("throughput", lambda: throughput(bench, 60 if quick else 300)),
         ("ratelimit", lambda: rate_limits(bench, 5 if quick else 20)),
         ("cost", lambda: cost(bench, 1 if quick else 3)),
+        ("tools", lambda: tool_loops(bench, 20 if quick else 100)),
     ]
     try:
         for name, phase in phases:
