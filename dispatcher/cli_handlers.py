@@ -23,7 +23,7 @@ EXIT_CODES = {"done": 0, "needs_review": 3}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dispatcher.dispatcher import Dispatcher, request_for, workflow_agents
+    from dispatcher.dispatcher import Dispatcher, request_for, resolve, workflow_agents
     from dispatcher.embedded import EmbeddedStack
     from dispatcher.progress import watch
     from dispatcher.render import describe_steps, outcome_document
@@ -38,6 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ChorusError("give --workflow or --pattern (its older name), not both")
     workflow = args.workflow or args.pattern
     options = _pattern_options(args)
+    resolve(load_app(), workflow, args.agent, options)  # a bad option fails before any start
     agents = workflow_agents(load_app(), workflow, args.agent)
     echo = _stderr if args.json else print
     with ExitStack() as stack:
@@ -159,7 +160,8 @@ def cmd_review(args: argparse.Namespace) -> int:
         if not pending:
             print("no task is waiting for review")
         for item in pending:
-            print(f"{item.task_id}  waiting since {item.since}  {item.summary}")
+            name = item.review_id or item.task_id
+            print(f"{name}  {item.kind}  waiting since {item.since}  {item.summary}")
         return 0
     if args.review_command == "show":
         print(json.dumps(queue.show(args.task_id), indent=2))

@@ -227,29 +227,9 @@ class Dispatcher:
         `options` tune the workflow's block per request (dispatcher.patterns.OPTIONS).
         `pattern` is the older name of `workflow`.
         """
-        team = self.app.team
         if workflow is not None and pattern is not None and workflow != pattern:
             raise ChorusError("give workflow or pattern (its older name), not both")
-        name = workflow or pattern
-        if agent is not None:
-            if name is not None:
-                raise ChorusError("give a workflow or an agent, not both")
-            team.agent(agent)
-            block: Block = Step(agent)
-            name = agent
-            flow_batch = False
-        else:
-            name = name or team.default_workflow
-            if name is None:
-                raise ChorusError(
-                    f"app {team.name!r} declares no workflow: add app.workflow(...) or pass "
-                    "agent=NAME"
-                )
-            flow = team.workflow(name)
-            block = patterns.customise(flow.block, **options)
-            flow_batch = flow.batch
-        if agent is not None and options:
-            raise ChorusError(f"option(s) {', '.join(options)} apply to workflows, not agents")
+        name, block, flow_batch = resolve(self.app, workflow or pattern, agent, options)
         if priority not in PRIORITY_LEVELS:
             raise ChorusError(f"priority must be one of {', '.join(PRIORITY_LEVELS)}")
         request = request_for(text, inputs)
@@ -296,7 +276,7 @@ class Dispatcher:
     @property
     def reviews(self) -> ReviewQueue:
         """Tasks waiting for a human decision (consensus splits and low confidence)."""
-        return ReviewQueue(self.state)
+        return ReviewQueue(self.state, self.app)
 
     def handle(self, task_id: str) -> TaskHandle:
         return TaskHandle(self, task_id)
@@ -322,6 +302,28 @@ class Dispatcher:
         missing = [queue for queue in needed if queue not in consumed]
         if missing:
             raise NoWorkerError(missing, self.app.main)
+
+
+def resolve(
+    app: ChorusApp, workflow: str | None, agent: str | None, options: Mapping[str, Any]
+) -> tuple[str, Block, bool]:
+    """The workflow's name, its block with per-request `options` applied, and whether it is
+    batched; or one agent alone. Refused before anything is sent or started."""
+    team = app.team
+    if agent is not None:
+        if workflow is not None:
+            raise ChorusError("give a workflow or an agent, not both")
+        if options:
+            raise ChorusError(f"option(s) {', '.join(options)} apply to workflows, not agents")
+        team.agent(agent)
+        return agent, Step(agent), False
+    name = workflow or team.default_workflow
+    if name is None:
+        raise ChorusError(
+            f"app {team.name!r} declares no workflow: add app.workflow(...) or pass agent=NAME"
+        )
+    flow = team.workflow(name)
+    return name, patterns.customise(flow.block, **options), flow.batch
 
 
 def workflow_agents(

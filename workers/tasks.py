@@ -46,6 +46,8 @@ def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
             # to other queues and come back when the pause ends, rather than sleep in it. The
             # deferrals are bounded by the task retry cap; past it the step waits in its slot.
             raise self.retry(countdown=paused, max_retries=runtime.settings.task_max_retries)
+        from workers.approvals import StepParked
+        from workers.resume import park_task
         from workers.runner import Delivery, run_agent  # the model-calling side, on first use
 
         request = self.request
@@ -56,7 +58,12 @@ def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
             priority=info.get("priority"),
             in_chord=bool(request.chord),
         )
-        outcome = run_agent(runtime, spec, received, delivery, message=message, options=options)
+        try:
+            outcome = run_agent(
+                runtime, spec, received, delivery, message=message, options=options
+            )
+        except StepParked as parked:  # a tool call waits for a human: give the slot back
+            park_task(self, runtime, parked)
         plan = StepOptions.model_validate(options or {})
         step = continuation_of(outcome.input_message_id, outcome.message, plan)
         if step is not None:
