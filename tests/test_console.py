@@ -309,6 +309,33 @@ def test_no_auth_on_loopback_lets_a_local_user_in(
         process.stop()
 
 
+def test_behind_a_reverse_proxy_it_serves_under_a_prefix_with_secure_cookies(
+    stack_env: dict[str, str], log_dir: Path, workers: list[ManagedProcess]
+) -> None:
+    env = {**stack_env, "CHORUS_CONSOLE_AUTH": f"{USER}:{PASSWORD}"}
+    process, url = start_console(
+        "console-proxied", env, log_dir, "--url-prefix", "/console/", "--proxy-headers"
+    )
+    try:
+        session = Session(url)
+        login = session.get("/console/")
+        assert login.status == 401
+        assert 'action="/console/login"' in login.text
+        https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+        form = {"user": USER, "password": PASSWORD, "_xsrf": session.xsrf(), "next": "/console/"}
+        answer = session.post("/console/login", form, headers=https)
+        assert (answer.status, answer.headers["location"]) == (303, "/console/")
+        cookie = answer.headers["set-cookie"]
+        assert "Secure" in cookie
+        assert "HttpOnly" in cookie
+        assert "Path=/console/" in cookie
+        assert Session(url).get("/console/api/tasks", auth=(USER, PASSWORD)).status == 200
+        assert Session(url).get("/api/tasks", auth=(USER, PASSWORD)).status == 404
+        assert "logged in from 203.0.113.7" in process.log_path.read_text()
+    finally:
+        process.stop()
+
+
 # -- reviews and CSRF -----------------------------------------------------------------------------
 
 

@@ -51,6 +51,8 @@ def make_app(context: ConsoleContext) -> tornado.web.Application:
     ]
     if prefix:
         handlers.append((prefix, tornado.web.RedirectHandler, {"url": prefix + "/"}))
+        # Probes keep their path whatever prefix a proxy serves the console under.
+        handlers.append(tornado.web.url("/healthz", login.HealthHandler, {"context": context}))
     return tornado.web.Application(
         handlers,
         template_path=str(HERE / "templates"),
