@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import redis
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from messages.errors import ChorusError
 
@@ -85,6 +85,18 @@ def _form(problem: str) -> str:
     )
 
 
+class FailoverAwareConnection(SentinelManagedConnection):
+    """redis-py's Sentinel connection, asking the Sentinels again when a command's retry
+    reconnects it. redis-py 8.1 reconnects there to the address it had (redis/redis-py#3874,
+    open), so after a failover every retry of a call in flight went to the dead primary until
+    the retries ran out (28 s, then the step failed) instead of finding the promoted one."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()  # type: ignore[no-untyped-call]  # asks where the primary is now
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
 class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
     """redis-py's Sentinel pool (asks the Sentinels for the primary on every connect) with the
     blocking pool's wait for a free connection instead of "Too many connections"."""
@@ -117,7 +129,8 @@ def client(
         if value is not None
     }
     managed = BlockingSentinelConnectionPool if blocking else SentinelConnectionPool
-    options = {**options, **credentials, "db": target.db}
+    options = {"connection_class": FailoverAwareConnection, **options, **credentials}
+    options["db"] = target.db
     pool = managed(master, manager, **options)  # type: ignore[no-untyped-call]
     return redis_class(connection_pool=pool)
 

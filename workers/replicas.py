@@ -9,7 +9,9 @@ after each agent message it publishes; everything else a failover loses is redon
 transit ledger and by redelivery (see the README's "Redis Sentinel").
 
 WAIT is no consensus: past its bound the write stays on the primary alone (counted and logged
-here), and Redis's own `min-replicas-to-write` is what refuses writes with no replica attached.
+here, and WAITs pause for a few seconds, so a primary left without replicas costs one timeout
+per pause, not one per write); Redis's own `min-replicas-to-write` is what refuses writes with
+no replica attached.
 It cannot run inside MULTI (it would not block), so it follows the write in a plain pipeline on
 the same connection.
 """
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 WARN_EVERY = 60.0
 """Seconds between two warnings about writes no replica acknowledged in time."""
+SUSPEND_SECONDS = 5.0
+"""After a short WAIT, this process sends none for this long: with its replica gone (a
+failover promoted the only one) every WAIT would cost its whole timeout and protect nothing."""
 
 
 def wait_command(replicas: int, timeout_ms: int) -> tuple[Any, ...]:
@@ -34,12 +39,17 @@ def wait_command(replicas: int, timeout_ms: int) -> tuple[Any, ...]:
 
 
 class ShortWaits:
-    """Counts writes that fewer replicas than asked acknowledged in time; warns now and then."""
+    """Counts writes that fewer replicas than asked acknowledged in time, warns now and then,
+    and suspends the WAITs for SUSPEND_SECONDS after each."""
 
     def __init__(self) -> None:
         self.count = 0
         self._lock = threading.Lock()
-        self._warned = 0.0
+        self._warned = -WARN_EVERY
+        self._suspended_until = 0.0
+
+    def active(self) -> bool:
+        return time.monotonic() >= self._suspended_until
 
     def check(self, reply: Any, replicas: int, timeout_ms: int) -> None:
         if isinstance(reply, int) and reply >= replicas:
@@ -47,16 +57,18 @@ class ShortWaits:
         with self._lock:
             self.count += 1
             now = time.monotonic()
+            self._suspended_until = now + SUSPEND_SECONDS
             if now - self._warned < WARN_EVERY:
                 return
             self._warned = now
         log.warning(
             "Redis WAIT: %s of %d replica(s) acknowledged a write within %d ms; it is on the "
-            "primary only until they catch up (%d such writes so far; check the replicas' "
-            "link, or CHORUS_REDIS_WAIT_REPLICAS / CHORUS_REDIS_WAIT_TIMEOUT_MS)",
+            "primary only until they catch up, and WAITs pause for %g s (%d such writes so "
+            "far; check the replicas, or CHORUS_REDIS_WAIT_REPLICAS / _TIMEOUT_MS)",
             reply,
             replicas,
             timeout_ms,
+            SUSPEND_SECONDS,
             self.count,
         )
 
@@ -73,7 +85,7 @@ class ReplicatedRedis(redis.Redis):
     wait_timeout_ms = 100
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        if self.wait_replicas <= 0:
+        if self.wait_replicas <= 0 or not SHORT_WAITS.active():
             return super().evalsha(sha, numkeys, *keys_and_args)
         with self.pipeline(transaction=False) as pipe:
             pipe.evalsha(sha, numkeys, *keys_and_args)

@@ -288,7 +288,7 @@ class _ChannelOverrides:
                 commands.append(
                     ("pexpire", channel._q_for_pri(queue, step), channel._expires[queue])
                 )
-        wait = int(channel.chorus_wait_replicas)
+        wait = int(channel.chorus_wait_replicas) if replicas.SHORT_WAITS.active() else 0
         timeout_ms = int(channel.chorus_wait_timeout_ms)
         publish_batch = kwargs.pop("_publish_batch", None)
         if publish_batch is not None:  # kombu's batch is a plain pipeline already
@@ -326,10 +326,12 @@ class Channel(_ChannelOverrides, kombu_redis.Channel):
 class SentinelChannel(_ChannelOverrides, kombu_redis.SentinelChannel):
     """kombu's Sentinel channel (`master_name`, `sentinel_kwargs` transport options) with the
     same overrides: its pool is redis-py's Sentinel pool, so after a failover the reconnect
-    Celery makes lands on the promoted replica and the ledger lives there too."""
+    Celery makes lands on the promoted replica and the ledger lives there too; its connections
+    ask the Sentinels again on a retry's reconnect (redis_urls.FailoverAwareConnection)."""
 
     QoS = QoS
     from_transport_options = _with_wait_options(kombu_redis.SentinelChannel.from_transport_options)
+    connection_class = redis_urls.FailoverAwareConnection
 
 
 class _CheckedStart:
