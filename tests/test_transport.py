@@ -20,7 +20,8 @@ from kombu.transport import redis as kombu_redis
 import dispatcher  # noqa: F401  (a producer process imports Chorus, then makes its own connections)
 from dispatcher.embedded import free_port, start_redis
 from tests.private_redis import private_redis
-from workers import keys, transport
+from tests.sentinel_group import SentinelGroup, start_sentinel_group
+from workers import keys, replicas, transport
 from workers.app import celery_config, create_app
 from workers.settings import Settings
 from workers.transport import (
@@ -337,3 +338,81 @@ def test_messages_travel_over_tls_through_the_chorus_transport(
         assert message.payload == {"hello": "world"}
         message.ack()
         assert channel.pool.connection_class is redis.SSLConnection
+
+
+# -- Sentinel, failover and WAIT ---------------------------------------------------------------
+
+
+def test_kombus_failover_to_the_next_url_keeps_the_chorus_transport() -> None:
+    """kombu's `switch` takes the transport from the next URL's scheme: a worker reconnecting
+    while a Sentinel primary is down would carry on with plain kombu (no ledger removal)."""
+    urls = "sentinel://127.0.0.1:26379/0;sentinel://127.0.0.1:26380/0"
+    connection = create_app(Settings(redis_url=urls)).connection_for_write()
+    connection.maybe_switch_next()
+    assert connection.port == 26380
+    assert connection.transport_cls == transport.SENTINEL_TRANSPORT
+    assert type(connection.transport) is SentinelTransport
+    assert connection.as_uri().startswith("sentinel://")
+    with kombu.Connection(urls) as plain:  # kombu's own, for comparison: the scheme wins
+        plain.maybe_switch_next()
+        assert plain.transport_cls == "sentinel"
+
+
+def test_the_wait_setting_reaches_the_broker_but_not_the_result_backend() -> None:
+    conf = create_app(Settings(redis_wait_replicas=1, redis_wait_timeout_ms=30)).conf
+    assert conf.broker_transport_options["chorus_wait_replicas"] == 1
+    assert conf.broker_transport_options["chorus_wait_timeout_ms"] == 30
+    assert "chorus_wait_replicas" not in conf.result_backend_transport_options
+    assert "chorus_wait_replicas" not in create_app(Settings()).conf.broker_transport_options
+
+
+def test_with_wait_a_publish_waits_for_replicas_after_its_lpush_then_pauses_when_short(
+    url: str, client: redis.Redis, watcher: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas, "SHORT_WAITS", replicas.ShortWaits())
+    options = {"chorus_wait_replicas": 1, "chorus_wait_timeout_ms": 10}
+    with kombu.Connection(url, transport=Transport, transport_options=options) as connection:
+        channel = connection.channel()
+        bound_queue(channel)
+        with watcher.monitor() as monitor:
+            publish(channel)
+            seen = commands_until(monitor, "WAIT")
+        verbs = [c.split()[0] for c in seen]
+        assert verbs[-4:] == ["HSET", "ZADD", "LPUSH", "WAIT"]  # one plain pipeline, in order
+        assert "MULTI" not in verbs  # WAIT inside MULTI would not block
+        assert client.hexists(keys.TRANSIT, HEADERS["id"])
+        # This Redis has no replica: the WAIT came back short, so WAITs pause for a while.
+        assert replicas.SHORT_WAITS.count == 1
+        assert not replicas.SHORT_WAITS.active()
+        with watcher.monitor() as monitor:
+            publish(channel, headers={**HEADERS, "id": "celery-task-2"})
+            seen = commands_until(monitor, "EXEC")
+        assert not any(c.startswith("WAIT") for c in seen)
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A primary watched by one Sentinel: enough to reach it by name."""
+    group = start_sentinel_group(tmp_path_factory.mktemp("sentinel"), replicas=0, sentinels=1)
+    yield group
+    group.stop()
+
+
+def test_the_sentinel_channel_keeps_the_ledger_on_the_primary_it_found(
+    sentinel: SentinelGroup,
+) -> None:
+    primary = redis.Redis(port=sentinel.primary_port)
+    primary.flushdb()
+    options = {"master_name": sentinel.master}
+    url = sentinel.url
+    with kombu.Connection(url, transport=SentinelTransport, transport_options=options) as conn:
+        channel: Any = conn.channel()
+        assert isinstance(channel, transport.SentinelChannel)
+        queue = bound_queue(channel)
+        publish(channel)
+        assert primary.hexists(keys.TRANSIT, HEADERS["id"])
+        message = queue.get(no_ack=False)
+        assert not primary.hexists(keys.TRANSIT, HEADERS["id"])
+        assert primary.hexists("unacked", message.delivery_tag)
+        message.ack()
+        assert not primary.hexists("unacked", message.delivery_tag)

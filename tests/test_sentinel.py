@@ -1,0 +1,322 @@
+"""Redis Sentinel: sentinel:// URLs for broker, results and shared state, and a failover under load.
+
+The failover test starts a primary, one replica and three Sentinels (plain redis-server
+processes), real workers and the simulator, kills the primary with SIGKILL while tasks are in
+flight, and reports what every task became. `make test` runs it with 20 tasks; with
+CHORUS_CHAOS_FULL=1 it runs CHORUS_CHAOS_TASKS tasks, once without WAIT and once with
+CHORUS_REDIS_WAIT_REPLICAS=1.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import SentinelManagedConnection
+
+from dispatcher import Dispatcher
+from dispatcher.dispatcher import FINISHED, TaskHandle
+from dispatcher.embedded import (
+    ManagedProcess,
+    free_port,
+    start_simulator,
+    start_worker,
+    wait_until,
+)
+from messages import ChorusError
+from tests.sentinel_group import SentinelGroup, start_sentinel_group
+from workers import keys, redis_urls, replicas
+from workers.app import create_app
+from workers.registry import AGENTS
+from workers.replicas import ReplicatedRedis
+from workers.runtime import state_client
+from workers.settings import Settings
+from workers.transit import UNACKED
+
+FULL = os.environ.get("CHORUS_CHAOS_FULL") == "1"
+TASKS = int(os.environ.get("CHORUS_CHAOS_TASKS", "200")) if FULL else 20
+WAITS = (0, 1) if FULL else (0,)
+"""CHORUS_REDIS_WAIT_REPLICAS settings the failover runs with."""
+
+
+# -- the URL ----------------------------------------------------------------------------------
+
+
+def test_a_sentinel_list_reads_as_kombu_and_celery_read_it() -> None:
+    url = "sentinel://:s3cret@h1:26379/2;sentinel://h2:26380/2;sentinel://h3"
+    assert redis_urls.is_sentinel(url)
+    assert not redis_urls.is_sentinel("redis://h1:6379/0")
+    target = redis_urls.parse_sentinel(url)
+    assert target.sentinels == (("h1", 26379), ("h2", 26380), ("h3", 26379))
+    assert (target.db, target.username, target.password) == (2, None, "s3cret")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("sentinel://h1:26379,h2:26379", "cannot read the port"),
+        ("sentinel://h1:26379;redis://h2:6379", "is not a sentinel:// URL"),
+        ("sentinel://h1:26379/zero", "database must be a number"),
+    ],
+)
+def test_a_list_it_cannot_read_is_refused_with_the_form_that_works(url: str, problem: str) -> None:
+    with pytest.raises(redis_urls.RedisURLError, match=problem) as caught:
+        create_app(Settings(redis_url=url)).conf.broker_transport_options  # noqa: B018
+    assert "sentinel://h1:26379;sentinel://h2:26379/0" in str(caught.value)
+
+
+def test_broker_and_results_get_the_master_name_and_the_sentinels_password() -> None:
+    url = "sentinel://127.0.0.1:26379/0;sentinel://127.0.0.1:26380/0"
+    settings = Settings(redis_url=url, sentinel_master="prod", sentinel_password="pw")
+    app = create_app(settings)
+    for options in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
+        assert options["master_name"] == "prod"
+        assert options["sentinel_kwargs"]["password"] == "pw"
+    assert type(app.backend).__name__ == "SentinelBackend"
+    assert "pw" not in repr(settings)
+    plain = create_app(Settings(redis_url="redis://127.0.0.1:6379/0")).conf
+    assert "master_name" not in plain.broker_transport_options
+
+
+def test_settings_read_the_master_name_and_the_wait_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "CHORUS_SENTINEL_MASTER": "prod",
+            "CHORUS_REDIS_WAIT_REPLICAS": "1",
+            "CHORUS_REDIS_WAIT_TIMEOUT_MS": "50",
+        }
+    )
+    assert settings.sentinel_master == "prod"
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == (1, 50)
+    assert Settings.from_env({}).sentinel_master == "mymaster"
+
+
+# -- the clients ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lone_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A primary and one Sentinel: enough to find it by name (no failover)."""
+    group = start_sentinel_group(tmp_path_factory.mktemp("lone"), replicas=0, sentinels=1)
+    yield group
+    group.stop()
+
+
+@pytest.mark.parametrize("connection_class", [redis_urls.FailoverAwareConnection, None])
+def test_a_retry_reconnects_to_where_the_sentinels_say_the_primary_is(
+    lone_sentinel: SentinelGroup, connection_class: type[redis.Connection] | None
+) -> None:
+    """What a failover leaves: a pooled connection whose address is the dead primary's.
+    redis-py's own Sentinel connection retries there (redis/redis-py#3874); Chorus's asks."""
+    options: dict[str, Any] = {"retry": Retry(NoBackoff(), 2)}
+    if connection_class is None:
+        options["connection_class"] = SentinelManagedConnection
+    client = redis_urls.client(lone_sentinel.url, master=lone_sentinel.master, **options)
+    assert client.ping()
+    connection = client.connection_pool.get_connection()
+    connection.disconnect()
+    connection.port = free_port()  # nothing listens there, as on a killed primary's port
+    # A command's retry sends on the same connection: send_packed_command reconnects it.
+    if connection_class is None:
+        with pytest.raises(redis.ConnectionError, match="Connection refused"):
+            connection.send_command("PING")
+        return
+    connection.send_command("PING")
+    assert connection.read_response() == b"PONG"
+    assert connection.port == lone_sentinel.primary_port
+
+
+def test_the_state_client_finds_the_primary_by_name_and_waits_short_without_replicas(
+    lone_sentinel: SentinelGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas, "SHORT_WAITS", replicas.ShortWaits())
+    client = state_client(
+        lone_sentinel.url, 2.0, sentinel_master=lone_sentinel.master, wait_replicas=1,
+        wait_timeout_ms=20,
+    )  # fmt: skip
+    assert isinstance(client.connection_pool, redis_urls.BlockingSentinelConnectionPool)
+    sha = str(client.script_load("return redis.call('INCR', KEYS[1])"))
+    assert client.evalsha(sha, 1, "n") == 1  # the script's own reply, after the WAIT
+    assert replicas.SHORT_WAITS.count == 1  # no replica to acknowledge it
+    assert client.evalsha(sha, 1, "n") == 2  # WAITs paused: no second 20 ms
+    assert replicas.SHORT_WAITS.count == 1
+    with pytest.raises(redis.exceptions.NoScriptError):
+        client.evalsha("0" * 40, 0)  # an error of the script still raises
+
+
+# -- the failover -----------------------------------------------------------------------------
+
+
+@dataclass
+class Failover:
+    group: SentinelGroup
+    env: dict[str, str]
+    workers: list[ManagedProcess]
+
+    def logs(self) -> str:
+        return "\n".join(w.log_path.read_text(errors="replace") for w in self.workers)
+
+
+@pytest.fixture
+def failover(
+    request: pytest.FixtureRequest, tmp_path: Path, stack_env: dict[str, str], log_dir: Path
+) -> Iterator[Failover]:
+    """The group, a slow simulator (tasks stay in flight) and two workers on every queue, with
+    the chaos suite's short visibility timeout and transit check."""
+    group = start_sentinel_group(tmp_path)
+    simulator, sim_url = start_simulator(log_dir, latency=0.3)
+    env = {
+        **stack_env,
+        "CHORUS_REDIS_URL": group.url,
+        "CHORUS_SENTINEL_MASTER": group.master,
+        "CHORUS_REDIS_WAIT_REPLICAS": str(request.param),
+        "ANTHROPIC_BASE_URL": sim_url,
+        "CHORUS_VISIBILITY_TIMEOUT": "10",
+        "CHORUS_CALL_TIMEOUT": "3",
+        "CHORUS_AUDIT": "0",
+        "CHORUS_TRANSIT_CHECK_SECONDS": "5",
+    }
+    workers = [start_worker(list(AGENTS), env, log_dir, concurrency=16) for _ in range(2)]
+    try:
+        yield Failover(group, env, workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+        simulator.stop()
+        group.stop()
+
+
+def finished(handles: list[TaskHandle]) -> int:
+    return sum(h.status().get("status") in FINISHED for h in handles)
+
+
+def wait_calls(port: int) -> int:
+    stats = redis.Redis(port=port).info("commandstats")
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
+def script_latency_us(group: SentinelGroup, wait: int, calls: int = 300) -> float:
+    """Mean microseconds of one small write script through the state client (with `wait` 1,
+    each followed by a WAIT the replica answers)."""
+    client = state_client(group.url, 5.0, sentinel_master=group.master, wait_replicas=wait)
+    assert isinstance(client, ReplicatedRedis)
+    short = replicas.SHORT_WAITS.count
+    sha = str(client.script_load("return redis.call('INCR', KEYS[1])"))
+    client.evalsha(sha, 1, "latency-probe")
+    started = time.perf_counter()
+    for _ in range(calls):
+        client.evalsha(sha, 1, "latency-probe")
+    elapsed = time.perf_counter() - started
+    client.close()
+    assert replicas.SHORT_WAITS.count == short  # every WAIT was answered in time
+    return elapsed / calls * 1e6
+
+
+def became(handle: TaskHandle, client: redis.Redis) -> str:
+    """done, failed (any other end), lost (no end) or doubled (a step or a charge twice)."""
+    info = handle.status()
+    if info.get("status") not in FINISHED:
+        return "lost"
+    steps = handle.trace()
+    inputs = [s.input_message_id for s in steps]
+    if (
+        len(set(inputs)) != len(inputs)
+        or client.hlen(keys.board(handle.task_id)) != len(inputs)
+        or int(info["cost_micro_usd"]) != sum(s.cost_micro_usd for s in steps)
+        or int(info["steps"]) != len(steps)
+    ):
+        return "doubled"
+    return "done" if info["status"] == "done" else "failed"
+
+
+def settled(client: redis.Redis) -> bool:
+    """No message unacknowledged, none on the transit ledger, no agent queue holding work."""
+    queues = [spec.queue for spec in AGENTS.values()]
+    return not (client.hlen(UNACKED) or client.hlen(keys.TRANSIT) or any(map(client.llen, queues)))
+
+
+def answer(handle: TaskHandle) -> bool:
+    """The producer's own wait returns (the result reached it through the new primary)."""
+    try:
+        handle.wait(180)
+    except ChorusError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("failover", WAITS, indirect=True, ids=lambda w: f"wait{w}")
+def test_killing_the_primary_mid_run_loses_and_doubles_no_task(
+    failover: Failover, chaos_report: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    group, wait = failover.group, int(failover.env["CHORUS_REDIS_WAIT_REPLICAS"])
+    dispatcher = Dispatcher(create_app(Settings.from_env(failover.env)))
+    wanted = {spec.queue for spec in AGENTS.values()}
+    wait_until(lambda: wanted <= dispatcher.consumed_queues(0.5), timeout=60, what="workers")
+    latency = {n: script_latency_us(group, n) for n in (0, 1)}
+    waits_before = wait_calls(group.primary_port)
+
+    started = time.monotonic()
+    handles = [
+        dispatcher.submit(f"failover request {n}: summarize the incident", pattern="route")
+        for n in range(TASKS)
+    ]
+    wait_until(lambda: finished(handles) >= TASKS // 4, timeout=120, what="a quarter done")
+    waits_sent = wait_calls(group.primary_port) - waits_before
+    done_at_kill = finished(handles)
+    old = group.kill_primary()
+    killed = time.monotonic()
+    new = group.wait_promoted(old)
+    promoted = time.monotonic() - killed
+    wait_until(lambda: finished(handles) > done_at_kill, timeout=120, what="a task after the kill")
+    resumed = time.monotonic() - killed
+    with ThreadPoolExecutor(len(handles)) as pool:
+        answered = sum(pool.map(answer, handles))
+    ended = time.monotonic() - killed
+
+    client = redis.Redis(host=new[0], port=new[1])
+    # Messages whose ack the failover lost come back after the visibility timeout; their
+    # replays must change nothing, so count only once the broker has settled.
+    redelivered = client.hlen(UNACKED)
+    wait_until(lambda: settled(client), timeout=120, what="redeliveries to settle")
+    outcomes = [became(h, client) for h in handles]
+    counts = {name: outcomes.count(name) for name in ("done", "failed", "lost", "doubled")}
+    figures = {
+        "tasks": TASKS,
+        **counts,
+        "in_flight_at_kill": TASKS - done_at_kill,
+        "answered": answered,
+        "acks_lost": failover.logs().count("Couldn't ack"),
+        "redelivered": redelivered,
+        "put_back": failover.logs().count("lost between the broker and a worker"),
+        "promoted_s": round(promoted, 2),
+        "first_task_after_s": round(resumed, 2),
+        "all_ended_after_s": round(ended, 2),
+        "run_s": round(time.monotonic() - started, 2),
+        "script_us_wait0": round(latency[0]),
+        "script_us_wait1": round(latency[1]),
+    }
+    chaos_report[f"sentinel failover (WAIT {wait})"] = figures
+    with capsys.disabled():
+        print(f"\nSentinel failover, kill -9 of the primary, CHORUS_REDIS_WAIT_REPLICAS={wait}")
+        width = max(len(name) for name in figures)
+        for name, value in figures.items():
+            print(f"  {name:<{width}}  {value}")
+
+    assert done_at_kill < TASKS  # the kill came mid-run
+    assert new != old
+    assert (waits_sent > 0) == (wait > 0)  # the setting reached the workers' state and publishes
+    assert (counts["lost"], counts["doubled"]) == (0, 0), figures
+    # A message is put back only if the failover lost it between BRPOP and `unacked`: at most
+    # once per message then in flight (a storm means receipts stopped clearing the ledger).
+    assert figures["put_back"] <= TASKS - done_at_kill
+    assert answered == TASKS
+    assert [w.name for w in failover.workers if not w.alive()] == []
