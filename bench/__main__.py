@@ -30,6 +30,7 @@ from typing import Any
 import redis
 from celery import chain, group
 
+from bench import documents as shared_documents
 from bench import ratelimit, rawcelery
 from bench import tools as tool_loop
 from dispatcher import Dispatcher
@@ -49,7 +50,16 @@ from workers.registry import AGENTS
 from workers.settings import Settings
 
 TEXT = "Summarize the storage options for the archive"
-PHASE_NAMES = ("hop", "fanout", "concurrency", "throughput", "ratelimit", "cost", "tools")
+PHASE_NAMES = (
+    "hop",
+    "fanout",
+    "concurrency",
+    "throughput",
+    "ratelimit",
+    "cost",
+    "tools",
+    "documents",
+)
 
 
 @dataclass
@@ -169,7 +179,7 @@ def agent_request(agent: str) -> dict[str, Any]:
     return {
         "model": Settings().model_for(spec.tier),
         "system": spec.system_prompt,
-        "schema": _output_schema(output_model(spec, StepOptions())),
+        "schema": _output_schema(output_model(spec.output_model, StepOptions())),
         "max_tokens": spec.max_tokens,
     }
 
@@ -542,6 +552,24 @@ def tool_loops(bench: Bench, loops: int) -> list[Row]:
     ]
 
 
+# -- 9. documents ----------------------------------------------------------------------------
+
+
+def documents(bench: Bench) -> list[Row]:
+    result = shared_documents.run(bench.db_url())
+    return [
+        Row(
+            f"9. {result['branches']}-way fan-out over a 1 MB document: bytes published",
+            f"{result['published_bytes'] / 1e3:.0f} kB "
+            f"({result['per_branch_bytes'] / 1e3:.1f} kB/branch)",
+            f"copied per branch {result['copied_bytes'] / 1e6:.1f} MB",
+            result["ratio"],
+            "reported (stored once)",
+            None,
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -563,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         ("ratelimit", lambda: rate_limits(bench, 5 if quick else 20)),
         ("cost", lambda: cost(bench, 1 if quick else 3)),
         ("tools", lambda: tool_loops(bench, 20 if quick else 100)),
+        ("documents", lambda: documents(bench)),
     ]
     try:
         for name, phase in phases:
