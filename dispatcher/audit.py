@@ -9,15 +9,12 @@ import re
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from messages import ChorusError
-from workers import audit_tools
-from workers.audit_store import AuditStore
-from workers.auditor import Auditor, AuditorOptions
-from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.audit_store import AuditStore
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -58,6 +55,12 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
 
 
 def cmd_auditor(args: argparse.Namespace) -> int:
+    import redis
+
+    from workers.audit_store import AuditStore
+    from workers.auditor import Auditor, AuditorOptions
+    from workers.settings import Settings
+
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = Settings.from_env()
     store = AuditStore(settings.database_url)
@@ -75,6 +78,9 @@ def cmd_auditor(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from workers.audit_store import AuditStore
+    from workers.settings import Settings
+
     settings = Settings.from_env()
     store = AuditStore.existing(settings.database_url)
     if store is None:
@@ -99,6 +105,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _tool_calls(store: AuditStore, args: argparse.Namespace) -> int:
+    from workers import audit_tools
+
     calls = store.tool_calls(
         args.tool,
         agent=args.agent,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from dispatcher import cli_handlers as handlers
 from dispatcher.audit import add_commands as add_audit_commands
-from dispatcher.deadletters import add_commands as add_dlq_commands
-from dispatcher.metrics import add_commands as add_metrics_commands
+from dispatcher.commands import add_dlq_commands, add_metrics_commands
+from dispatcher.console import add_commands as add_console_commands
 from messages import ChorusError
 from workers.loading import APP_ENV
 
@@ -150,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_commands(sub)
     add_dlq_commands(sub)
     add_metrics_commands(sub)
+    add_console_commands(sub)
     return parser
 
 

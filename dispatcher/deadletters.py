@@ -130,20 +130,6 @@ class DeadLetters:
         return again
 
 
-def add_commands(sub: Any) -> None:
-    dlq = sub.add_parser("dlq", help="dead letters: terminal errors with their messages")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    listing = dlq_sub.add_parser("list", help="newest first")
-    listing.add_argument("--agent")
-    listing.add_argument("--code", help="e.g. invalid_output, budget_exceeded, model_error")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
-    for name, text in (("show", "one letter in full"), ("retry", "send its message again")):
-        command = dlq_sub.add_parser(name, help=text)
-        command.add_argument("letter_id")
-    dlq.set_defaults(handler=cmd_dlq)
-
-
 def cmd_dlq(args: argparse.Namespace) -> int:
     letters = DeadLetters(Dispatcher())
     if args.dlq_command == "list":

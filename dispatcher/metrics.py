@@ -214,13 +214,6 @@ def serve(client: redis.Redis, address: str, port: int) -> ThreadingHTTPServer:
     return ThreadingHTTPServer((address, port), Handler)
 
 
-def add_commands(sub: Any) -> None:
-    metrics = sub.add_parser("metrics", help="serve Prometheus metrics for the fleet")
-    metrics.add_argument("--address", default="127.0.0.1")
-    metrics.add_argument("--port", type=int, default=9808)
-    metrics.set_defaults(handler=cmd_metrics)
-
-
 def cmd_metrics(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
