@@ -54,6 +54,7 @@ def node_document(node: Node) -> dict[str, Any]:
             "cost_micro_usd": step.cost_micro_usd,
             "turns": step.turns,
             "tool_calls": step.tool_calls,
+            "batched_calls": step.batched_calls,
         }
     doc["children"] = [node_document(child) for child in node.children]
     return doc
@@ -88,13 +89,14 @@ def render(document: dict[str, Any]) -> list[str]:
                 f"  [{step['agent']} {step['status']} on {step['queue']} @ {step['worker']}, "
                 f"{step['model']}, {step['latency_ms']:.0f} ms, "
                 f"{step['input_tokens']}+{step['output_tokens']} tok, "
-                f"{step['retries']} retries, ${usd(step['cost_micro_usd']):.6f}]"
+                f"{step['retries']} retries, ${usd(step['cost_micro_usd']):.6f}"
+                f"{batch_mark(step)}]"
             )
         lines.append(prefix + branch + text)
         children = node["children"]
         if step:
             inner = prefix + ("   " if last else "│  ") + ("│  " if children else "   ")
-            lines.extend(inner + line for line in tool_lines(step))
+            lines.extend(inner + line for line in tool_lines(step) + batch_lines(step))
         for index, child in enumerate(children):
             walk(child, prefix + ("   " if last else "│  "), index == len(children) - 1)
 
@@ -138,6 +140,19 @@ def tool_lines(step: dict[str, Any]) -> list[str]:
                 result = f"→ {_clip(str(call['output']))}"
             lines.append(f"  tool {call['name']}({shown}) {result}  {call['duration_ms']:.0f} ms")
     return lines
+
+
+def batch_mark(step: dict[str, Any]) -> str:
+    """`, batched` on a step whose calls went through the Message Batches API (half price)."""
+    return ", batched" if step.get("batched_calls") else ""
+
+
+def batch_lines(step: dict[str, Any]) -> list[str]:
+    """Each batched call of a step: its attempt, batch and custom_id."""
+    return [
+        f"batched call {call['attempt']}: {call['batch_id']} {call['custom_id']}"
+        for call in step.get("batched_calls") or []
+    ]
 
 
 def _clip(text: str) -> str:

@@ -20,6 +20,12 @@ class ErrorCode(StrEnum):
     RETRY_LIMIT = "retry_limit"
     TOOL_LIMIT = "tool_limit"
     """A tool loop used its model turns (AgentSpec.max_turns) without a final answer."""
+    BATCH_ERRORED = "batch_errored"
+    """A batched model call came back `errored` (its error type and message in the detail)."""
+    BATCH_EXPIRED = "batch_expired"
+    """A batched model call was not processed before its batch expired (24 h)."""
+    BATCH_CANCELED = "batch_canceled"
+    """The batch holding the step's model call was canceled before the call was processed."""
     INTERNAL_ERROR = "internal_error"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import anthropic
@@ -48,6 +48,11 @@ class Reply:
     content: tuple[dict[str, Any], ...] = ()
     """The answer's text and tool_use blocks as the API sent them, for the next turn of a
     tool loop (and its journal)."""
+    batch_id: str | None = None
+    """The Message Batch that answered this call (billed at the batch price); None when it
+    went through the Messages API."""
+    custom_id: str | None = None
+    """The call's custom_id in that batch."""
 
     @property
     def tool_uses(self) -> list[dict[str, Any]]:
@@ -198,24 +203,13 @@ class ClaudeClient:
         started = time.perf_counter()
         prompt = sized_as if sized_as is not None else _texts(messages)
         estimate = guard.estimate(request.system, prompt, request.schema_text) if guard else 0
-        ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
-        system: list[TextBlockParam] = [{"type": "text", "text": request.system}]
-        if self._prompt_cache:
-            system[0]["cache_control"] = ephemeral
+        params = self._params(request, messages, tools)
 
         def create() -> APIResponse[Message]:
             if guard is not None:
                 guard.before_attempt(request.model, estimate, request.max_tokens)
             try:
-                return self._sdk.messages.with_raw_response.create(
-                    model=request.model,
-                    max_tokens=request.max_tokens,
-                    system=system,
-                    messages=cast("list[MessageParam]", messages),
-                    tools=cast("list[ToolParam]", tools) if tools else anthropic.omit,
-                    output_config={"format": {"type": "json_schema", "schema": request.schema}},
-                    metadata={"user_id": request.user_id} if request.user_id else anthropic.omit,
-                )
+                return self._sdk.messages.with_raw_response.create(**params)
             except anthropic.APIError as exc:
                 if guard is not None:
                     response = getattr(exc, "response", None)
@@ -238,38 +232,88 @@ class ClaudeClient:
             message = raw.parse()
             chat.response(message, headers=raw.headers, retries=retries, prices=self._prices)
         latency_ms = (time.perf_counter() - started) * 1000
-        raw_text, data = _extract(message)
-        usage = message.usage
+        reply = _reply(request.model, message, latency_ms, raw.headers.get("request-id"))
         if guard is not None:
             guard.after_attempt(
                 request.model,
                 estimate=estimate,
                 max_tokens=request.max_tokens,
-                usage=Usage(
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-                    cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-                ),
+                usage=reply.usage,
                 headers=raw.headers,
                 retry_after=None,
             )
-        return Reply(
-            model=request.model,
-            raw_text=raw_text,
-            data=data,
-            stop_reason=message.stop_reason,
-            usage=Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-            ),
-            latency_ms=latency_ms,
-            request_id=raw.headers.get("request-id"),
-            retries=retries,
-            content=tuple(_block(block) for block in message.content),
-        )
+        return replace(reply, retries=retries)
+
+    def _params(
+        self,
+        request: _Request,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """The Messages API parameters of one call: what `messages.create` sends, and what a
+        batched call (`batch_params`) puts in its batch request."""
+        ephemeral: CacheControlEphemeralParam = {"type": "ephemeral"}
+        system: list[TextBlockParam] = [{"type": "text", "text": request.system}]
+        if self._prompt_cache:
+            system[0]["cache_control"] = ephemeral
+        params: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "system": system,
+            "messages": cast("list[MessageParam]", messages),
+            "output_config": {"format": {"type": "json_schema", "schema": request.schema}},
+        }
+        if tools:
+            params["tools"] = cast("list[ToolParam]", tools)
+        if request.user_id:
+            params["metadata"] = {"user_id": request.user_id}
+        return params
+
+    def batch_params(
+        self,
+        *,
+        model: str,
+        system: str,
+        user_blocks: list[str],
+        output_model: type[BaseModel],
+        max_tokens: int,
+        user_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The `params` of a Message Batch request for the call `structured` would make with
+        the same arguments (the prompt as given: a stricter retry passes its extra block)."""
+        request = _Request(model, system, _output_schema(output_model), "", max_tokens, user_id)
+        return self._params(request, [_user_message(user_blocks, self._prompt_cache)])
+
+    @property
+    def sdk(self) -> anthropic.Anthropic:
+        """The SDK client (the batcher creates and polls batches with it)."""
+        return self._sdk
+
+
+def batch_reply(model: str, message: Message, *, batch_id: str, custom_id: str) -> Reply:
+    """The Reply of a batched call from the Message its `succeeded` result carries."""
+    reply = _reply(model, message, 0.0, message.id)
+    return replace(reply, batch_id=batch_id, custom_id=custom_id)
+
+
+def _reply(model: str, message: Message, latency_ms: float, request_id: str | None) -> Reply:
+    raw_text, data = _extract(message)
+    usage = message.usage
+    return Reply(
+        model=model,
+        raw_text=raw_text,
+        data=data,
+        stop_reason=message.stop_reason,
+        usage=Usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        ),
+        latency_ms=latency_ms,
+        request_id=request_id,
+        content=tuple(_block(block) for block in message.content),
+    )
 
 
 def _user_message(prompt: list[str], cache: bool) -> dict[str, Any]:

@@ -85,3 +85,33 @@ def journal(task_id: str, message_id: str) -> str:
     """Hash: one step's tool loop so far (`turn:N`, `tool:ID`, `park`, `decision:ID`), so a
     redelivered step resumes instead of paying for its turns again (workers/journal.py)."""
     return f"{PREFIX}:task:{{{task_id}}}:journal:{message_id}"
+
+
+BATCH_LOCK = f"{PREFIX}:batch:lock"
+"""The batcher's leadership: the leader's token, with a TTL it renews (workers/batcher.py)."""
+
+BATCH_REQUESTS = f"{PREFIX}:batch:requests"
+"""Hash: custom_id -> a batched request waiting for its result (task, step, attempt, params)."""
+
+BATCH_MODELS = f"{PREFIX}:batch:models"
+"""Set of models with requests pending (each has its `batch_pending` sorted set)."""
+
+BATCHES = f"{PREFIX}:batch:batches"
+"""Hash: local batch key -> the batch as the batcher made it: its custom_ids, its state
+(`creating`, then `created` with the provider's batch id) and when."""
+
+
+def batch_pending(model: str) -> str:
+    """Sorted set: custom_ids of `model` not yet in a batch, scored by when they were parked."""
+    return f"{PREFIX}:batch:pending:{model}"
+
+
+def batch_step(task_id: str, message_id: str) -> str:
+    """Hash: one batched step's calls: `req:N` (custom_id of attempt N), `res:N` (its result),
+    `settled:N` (its cost is in the budget), `park` (the signature that resumes the step)."""
+    return f"{PREFIX}:task:{{{task_id}}}:batch:{message_id}"
+
+
+BATCH_OUTBOX = f"{PREFIX}:batch:outbox"
+"""Hash: custom_id -> the signature that resumes its step, stored with the result and removed
+once the batcher has published it."""

@@ -20,6 +20,10 @@ DEFAULT_TIERS: dict[Tier, str] = {
 
 MICRO = 1_000_000
 
+BATCH_DIVISOR = 2
+"""Message Batches bill every token kind at 50 % of the standard rate (`Price.batch`); the
+default rates are even numbers of micro-dollars, so halving them is exact."""
+
 
 @dataclass(frozen=True)
 class Price:
@@ -44,6 +48,18 @@ class Price:
             cache_write_5m=micro * 125 // 100,
             cache_write_1h=micro * 2,
             cache_read=micro // 10 if read_usd is None else round(read_usd * MICRO),
+        )
+
+    def batch(self) -> Price:
+        """The Message Batches price: half of every rate (BATCH_PRICE_FACTOR), long context too."""
+        return replace(
+            self,
+            input=self.input // BATCH_DIVISOR,
+            output=self.output // BATCH_DIVISOR,
+            cache_write_5m=self.cache_write_5m // BATCH_DIVISOR,
+            cache_write_1h=self.cache_write_1h // BATCH_DIVISOR,
+            cache_read=self.cache_read // BATCH_DIVISOR,
+            long_context=self.long_context.batch() if self.long_context else None,
         )
 
     def for_prompt(self, prompt_tokens: int) -> Price:

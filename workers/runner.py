@@ -21,6 +21,13 @@ from messages import AgentMessage, ChorusError, ErrorCode, ErrorPayload, Message
 from messages.envelope import ID_PATTERN, PRODUCER
 from messages.status import TaskStatus
 from workers import guards
+from workers.batching import (
+    BatchedCall,
+    batched_calls,
+    batched_structured,
+    reply_price,
+    wants_batch,
+)
 from workers.claude import Reply, StructuredResult, schema_text
 from workers.deadletters import DeadLetter
 from workers.documents import load_documents
@@ -206,7 +213,9 @@ def run_agent(
         retry_log=[asdict(event) for event in retries],
         branches=branches,
         usage=_sum_usage(replies),
-        cost_micro_usd=sum(cost_micro_usd(r.usage, runtime.prices[r.model]) for r in replies),
+        cost_micro_usd=sum(
+            cost_micro_usd(r.usage, reply_price(runtime.prices, r)) for r in replies
+        ),
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
         raw_output=replies[-1].raw_text if replies else None,
         summary=digest(out_dict),
@@ -214,6 +223,7 @@ def run_agent(
         finished_at=utc_iso(),
         tool_calls=call.tool_log.calls if call is not None else [],
         turns=call.tool_log.turns if call is not None else [],
+        batched_calls=batched_calls(replies),
     )
     final_status: str | None
     if status == "error" and out.payload.get("code") == ErrorCode.BUDGET_EXCEEDED:
@@ -294,6 +304,8 @@ class _CallPlan:
     tools: tuple[Any, ...] = ()
     """The agent's Tools and MCPServers: with any, the step is a tool loop."""
     max_turns: int = 8
+    batch: bool = False
+    """Through the Message Batches API (workers/batching.py); `price` is then the batch price."""
     tool_log: ToolLog = field(default_factory=ToolLog, compare=False)
     """What the tool loop did (calls, cost per turn), for the step's record."""
 
@@ -321,6 +333,8 @@ def _plan_call(
         documents = load_documents(runtime.redis, task_id, request.context.get("documents"))
     except ChorusError as exc:
         raise StepFailed(ErrorCode.INVALID_MESSAGE, str(exc)) from None
+    batch = wants_batch(runtime.settings, spec, plan)
+    price = runtime.prices[model]
     return _CallPlan(
         agent=spec.name,
         model=model,
@@ -328,10 +342,11 @@ def _plan_call(
         blocks=_prompt(request, documents),
         output_model=output_model(spec.output_model, plan),
         max_tokens=spec.max_tokens,
-        price=runtime.prices[model],
+        price=price.batch() if batch else price,
         routes=plan.role == "route",
         tools=spec.tools,
         max_turns=spec.max_turns,
+        batch=batch,
     )
 
 
@@ -368,6 +383,20 @@ def _call(
             result = run_tool_loop(
                 runtime.claude, guard, runtime.budget, journal, loop, call.tool_log
             )
+        elif call.batch:
+            batched = BatchedCall(
+                agent=call.agent,
+                task_id=incoming.task_id,
+                message_id=incoming.message_id,
+                model=call.model,
+                system=call.system,
+                blocks=call.blocks,
+                output_model=call.output_model,
+                max_tokens=call.max_tokens,
+                price=call.price,
+                full_price=runtime.prices[call.model],
+            )
+            result = batched_structured(runtime, batched, guard)
         else:
             result = runtime.claude.structured(
                 model=call.model,

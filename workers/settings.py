@@ -82,6 +82,22 @@ class Settings:
     """Transport retries a whole task may take, across all its agents: no retry storms."""
     rate_limiter: bool = True
     """Share per-model token buckets through Redis; off only to measure what it saves."""
+    batch_low_priority: bool = False
+    """Steps submitted with priority `low` go through the Message Batches API (half price)."""
+    batch_max_requests: int = 1000
+    """A model's pending batched requests are sent as one batch once this many wait ..."""
+    batch_max_age_seconds: float = 60.0
+    """... or once the oldest has waited this long."""
+    batch_poll_seconds: float = 30.0
+    """How often the batcher looks at its batches (and gathers requests); tests use less."""
+    batch_fallback: str = "error"
+    """What an errored, expired or canceled batched call becomes: `error` (an error result
+    and a dead letter) or `sync` (the call is made again through the Messages API)."""
+    batcher: bool = True
+    """Every worker offers to lead the fleet's batcher (one leads at a time, by a lock)."""
+    batch_lock_seconds: float = 15.0
+    """The batcher's leadership lock lives this long unless renewed: a dead leader is
+    replaced after at most this many seconds."""
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     """Per-model requests/input/output tokens per minute (CHORUS_CONFIG [rate_limits.<model>])."""
     default_rate_limit: RateLimit = field(default_factory=RateLimit)
@@ -138,6 +154,17 @@ class Settings:
             task_budget_usd=_float(env, "CHORUS_TASK_BUDGET_USD", base.task_budget_usd),
             task_max_retries=_int(env, "CHORUS_TASK_MAX_RETRIES", base.task_max_retries),
             rate_limiter=_bool(env, "CHORUS_RATE_LIMITER", base.rate_limiter),
+            batch_low_priority=_bool(env, "CHORUS_BATCH_LOW_PRIORITY", base.batch_low_priority),
+            batch_max_requests=_int(env, "CHORUS_BATCH_MAX_REQUESTS", base.batch_max_requests),
+            batch_max_age_seconds=_float(
+                env, "CHORUS_BATCH_MAX_AGE_SECONDS", base.batch_max_age_seconds
+            ),
+            batch_poll_seconds=_float(env, "CHORUS_BATCH_POLL_SECONDS", base.batch_poll_seconds),
+            batch_fallback=_choice(
+                env, "CHORUS_BATCH_FALLBACK", base.batch_fallback, ("error", "sync")
+            ),
+            batcher=_bool(env, "CHORUS_BATCHER", base.batcher),
+            batch_lock_seconds=_float(env, "CHORUS_BATCH_LOCK_SECONDS", base.batch_lock_seconds),
             rate_limits=rate_limits,
             default_rate_limit=RateLimit(
                 rpm=_int(env, "CHORUS_RATE_LIMIT_RPM", 0),
@@ -182,6 +209,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -76,6 +76,9 @@ class StepRecord:
     turns: list[dict[str, Any]] = field(default_factory=list)
     """A tool loop's model turns: {turn, model, stop_reason, usage, cost_micro_usd,
     latency_ms, replayed}; a replayed turn was paid by an earlier delivery, counted here once."""
+    batched_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The step's model calls made through the Message Batches API, billed at the batch price:
+    {attempt, batch_id, custom_id} (workers/batching.py)."""
 
     def to_json(self) -> str:
         # Not dataclasses.asdict: it deep-copies every nested dict first, for nothing here.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
+from celery.exceptions import Ignore
 
 from workers.canvas import continuation_canvas, planned_agents
 from workers.flow import StepOptions, continuation_of
@@ -30,6 +31,9 @@ DEFER_AFTER = 5.0
 def register_agent_tasks(app: ChorusApp) -> None:
     for spec in app.team.agents.values():
         register_agent_task(app, spec)
+    from workers.batcher import BatcherStep  # the fleet's batcher runs in every worker
+
+    app.steps["worker"].add(BatcherStep)
 
 
 def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
@@ -47,6 +51,7 @@ def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
             # deferrals are bounded by the task retry cap; past it the step waits in its slot.
             raise self.retry(countdown=paused, max_retries=runtime.settings.task_max_retries)
         from workers.approvals import StepParked
+        from workers.batching import BatchParked
         from workers.resume import park_task
         from workers.runner import Delivery, run_agent  # the model-calling side, on first use
 
@@ -59,11 +64,11 @@ def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
             in_chord=bool(request.chord),
         )
         try:
-            outcome = run_agent(
-                runtime, spec, received, delivery, message=message, options=options
-            )
+            outcome = run_agent(runtime, spec, received, delivery, message=message, options=options)
         except StepParked as parked:  # a tool call waits for a human: give the slot back
             park_task(self, runtime, parked)
+        except BatchParked:  # a model call waits in a batch: the batcher resumes this task
+            raise Ignore() from None
         plan = StepOptions.model_validate(options or {})
         step = continuation_of(outcome.input_message_id, outcome.message, plan)
         if step is not None:
