@@ -13,6 +13,7 @@ from messages import ChorusError
 
 if TYPE_CHECKING:
     from dispatcher.dispatcher import Dispatcher
+    from dispatcher.handle import Reader
 
 DEMO_REQUESTS = (
     "Summarize the tradeoffs of Redis as a message broker",
@@ -145,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from dispatcher.trace import render, trace_document
 
-    handle = _dispatcher().handle(args.task_id)
+    handle = _reader().handle(args.task_id)
     if not handle.status():
         raise ChorusError(f"no task {args.task_id} in Redis or the audit trail")
     document = trace_document(handle)
@@ -154,7 +155,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    queue = _dispatcher().reviews
+    # Reading needs only Redis; a decision may publish a parked step, which needs the app.
+    reading = args.review_command in ("list", "show")
+    queue = (_reader() if reading else _dispatcher()).reviews
     if args.review_command == "list":
         pending = queue.list()
         if not pending:
@@ -223,7 +226,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from dispatcher.render import describe_steps, step_summary, usd
 
-    handle = _dispatcher().handle(args.task_id)
+    handle = _reader().handle(args.task_id)
     info = handle.status()
     if not info:
         raise ChorusError(f"no task {args.task_id} in Redis or the audit trail")
@@ -268,6 +271,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     written = write_k8s(spec, Path(args.directory))
     _stderr(f"wrote {len(written)} files under {args.directory}")
     return 0
+
+
+def _reader() -> Reader:
+    from dispatcher.handle import Reader
+
+    return Reader()
 
 
 def _dispatcher() -> Dispatcher:

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from dispatcher.dispatcher import TaskHandle
+from dispatcher.handle import TaskHandle
 from dispatcher.render import usd
 from messages.status import FINISHED
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from dispatcher.dispatcher import TaskHandle, TaskOutcome
+from dispatcher.handle import TaskHandle, TaskOutcome
 from messages.status import TaskStatus
 from workers.state import StepRecord
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.dispatcher import TaskHandle
+from dispatcher.handle import TaskHandle
 from dispatcher.render import totals, usd
 from messages import AgentMessage
 from workers.state import StepRecord

@@ -13,7 +13,8 @@ import redis
 from messages.status import StepStatus
 from tests.private_redis import private_redis
 from workers import keys
-from workers.audit_events import AuditStream, AuditWatchThread, undrained
+from workers.audit_events import AuditStream, undrained
+from workers.audit_watch import AuditWatchThread
 from workers.state import StepRecord, TaskState
 
 

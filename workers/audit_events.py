@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
-from celery import bootsteps
 
 from workers import keys
 
@@ -125,47 +123,3 @@ def _readers(client: redis.Redis) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class AuditWatchThread(threading.Thread):
-    """Checks every `interval` seconds and logs a warning each time the stream is undrained."""
-
-    def __init__(self, client: redis.Redis, interval: float) -> None:
-        super().__init__(name="chorus-audit-watch", daemon=True)
-        self.client = client
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            self.check()
-
-    def check(self, now: float | None = None) -> None:
-        """One look; a warning in the log if the stream is undrained."""
-        try:
-            warning = undrained(self.client, older_than=self.interval, now=now)
-        except redis.RedisError as exc:  # Redis restarting: the next look tries again
-            log.info("audit stream check skipped: %s", exc)
-            return
-        if warning:
-            log.warning(warning)
-
-
-class AuditWatchStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Runs the watch inside every Chorus worker (CHORUS_AUDIT_WARN_SECONDS; 0 switches off)."""
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: AuditWatchThread | None = None
-
-    def start(self, worker: Any) -> None:
-        settings = worker.app.settings
-        interval = float(settings.audit_warn_seconds)
-        if not settings.audit or interval <= 0:
-            return
-        self.thread = AuditWatchThread(worker.app.runtime().redis, interval)
-        self.thread.start()
-
-    def stop(self, worker: Any) -> None:
-        if self.thread is not None:
-            self.thread.stopped.set()
