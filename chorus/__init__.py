@@ -30,6 +30,7 @@ from workers.tools import Tool, ToolContext, ToolError
 
 if TYPE_CHECKING:
     from dispatcher.dispatcher import Dispatcher, TaskHandle, TaskOutcome
+    from workers.mcp_tools import HTTPParams, MCPServer, StdioParams
 
 __all__ = [
     "AgentMessage",
@@ -40,10 +41,13 @@ __all__ = [
     "ChorusError",
     "Critique",
     "Dispatcher",
+    "HTTPParams",
     "InvalidMessageError",
     "Judgement",
+    "MCPServer",
     "Plan",
     "RouteDecision",
+    "StdioParams",
     "Subtask",
     "TaskHandle",
     "TaskOutcome",
@@ -68,4 +72,8 @@ def __getattr__(name: str) -> Any:
         from dispatcher import dispatcher
 
         return getattr(dispatcher, name)
+    if name in ("MCPServer", "StdioParams", "HTTPParams"):
+        from workers import mcp_tools  # the mcp SDK, only for apps that use a server
+
+        return getattr(mcp_tools, name)
     raise AttributeError(f"module 'chorus' has no attribute {name!r}")

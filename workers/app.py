@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from workers import audit_watch, telemetry, transit
+from workers import audit_watch, telemetry, tool_listing, transit
 from workers.loading import load_app
 from workers.registry import PRIORITY_LEVELS, Team
 from workers.runtime import Runtime
@@ -109,7 +109,9 @@ class ChorusApp(Celery):  # type: ignore[misc]
         self.add_defaults(self._chorus_config)
         register_agent_tasks(self)
         telemetry.install()  # OpenTelemetry, only when the OTEL_* variables ask for it
-        self.steps["worker"].update((transit.ReaperStep, audit_watch.AuditWatchStep))
+        self.steps["worker"].update(
+            (transit.ReaperStep, audit_watch.AuditWatchStep, tool_listing.ToolListingStep)
+        )
 
     @property
     def settings(self) -> Settings:
