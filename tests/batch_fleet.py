@@ -19,8 +19,13 @@ from urllib.parse import quote
 import redis
 
 from dispatcher import Dispatcher
-from dispatcher.embedded import ManagedProcess, start_redis, start_simulator, start_worker
-from dispatcher.embedded import wait_until
+from dispatcher.embedded import (
+    ManagedProcess,
+    start_redis,
+    start_simulator,
+    start_worker,
+    wait_until,
+)
 from tests.conftest import TEST_API_KEY
 from workers import keys
 from workers.app import create_app

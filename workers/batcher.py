@@ -83,7 +83,7 @@ class Batcher:
         self._app = app
         self._settings = settings
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._polled = 0.0
+        self._polled = -float("inf")
 
     # -- leadership -------------------------------------------------------------------------
 
@@ -120,8 +120,9 @@ class Batcher:
             ):
                 self._recover(record, now)
         self._gather(now)
-        if now - self._polled >= self._settings.batch_poll_seconds:
-            self._polled = now
+        tick = time.monotonic()
+        if tick - self._polled >= self._settings.batch_poll_seconds:
+            self._polled = tick
             for record in self.records():
                 if record.state == "created" and self.lead():
                     self._poll(record)
