@@ -27,6 +27,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from messages.errors import ChorusError
 from workers.guards import RateLimit
 from workers.models import Price, Tier
 
@@ -34,7 +35,7 @@ PRICE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_re
 TIERS: tuple[Tier, ...] = ("fast", "strong")
 
 
-class ConfigError(ValueError):
+class ConfigError(ChorusError, ValueError):
     """The config file cannot be used; the message names the file and the entry."""
 
 

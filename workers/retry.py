@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import anthropic
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from messages.errors import ChorusError
+
 T = TypeVar("T")
 
 SPEND_LIMIT_HINTS = ("usage limit", "spend limit", "credit", "billing", "extra usage")
@@ -41,7 +43,7 @@ class RetryEvent:
     wait_seconds: float
 
 
-class ModelCallError(Exception):
+class ModelCallError(ChorusError):
     """The call failed for good: not retryable, or out of retries."""
 
     def __init__(self, message: str, *, status: int | None, retries: tuple[RetryEvent, ...]):

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from messages.errors import ChorusError
 from workers.config import load_config, load_rate_limits
 from workers.guards import RateLimit
 from workers.models import DEFAULT_PRICES, DEFAULT_TIERS, Price, Tier
@@ -187,7 +188,7 @@ def default_database_url(env: Mapping[str, str]) -> str:
     return f"sqlite:///{Path(data_home) / 'chorus' / 'audit.sqlite3'}"
 
 
-class SettingsError(ValueError):
+class SettingsError(ChorusError, ValueError):
     """A CHORUS_ variable has a value that cannot be used; the message names the variable."""
 
 
