@@ -229,10 +229,23 @@ def chaos_report() -> dict[str, Any]:
     return _CHAOS_REPORT
 
 
+_CHAOS_TABLES: list[list[str]] = []
+
+
+@pytest.fixture(scope="session")
+def chaos_tables() -> list[list[str]]:
+    """Tables the chaos tests fill in (one per fault, a row per pattern); printed at the end."""
+    return _CHAOS_TABLES
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    write = terminalreporter.write_line
+    for lines in _CHAOS_TABLES:
+        write("")
+        for line in lines:
+            write(line)
     if not _CHAOS_REPORT:
         return
-    write = terminalreporter.write_line
     write("")
     write("chaos figures (tasks lost and double counts must be 0):")
     for scenario, figures in _CHAOS_REPORT.items():
