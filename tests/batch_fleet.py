@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
@@ -87,7 +87,10 @@ class BatchFleet:
 
     def control(self, path: str, method: str = "GET", body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.sim_url}{path}", data=data, method=method)
+        headers = {"x-api-key": TEST_API_KEY}  # the /v1 endpoints want a key
+        request = urllib.request.Request(
+            f"{self.sim_url}{path}", data=data, method=method, headers=headers
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             return json.loads(answer.read())
 
@@ -108,7 +111,7 @@ class BatchFleet:
             after = f"&after_id={page['last_id']}"
 
     def leader_pid(self) -> int | None:
-        token = self.client().get(keys.BATCH_LOCK)
+        token = cast(bytes | None, self.client().get(keys.BATCH_LOCK))
         return int(token.decode().split(":")[1]) if token else None
 
     def kill_leader(self) -> ManagedProcess | None:

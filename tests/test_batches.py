@@ -172,7 +172,8 @@ def test_a_new_leader_adopts_a_batch_its_predecessor_created_but_did_not_record(
     client = app.runtime().redis
     client.flushdb()
     sdk = anthropic.Anthropic(base_url=fleet.sim_url, api_key="test", max_retries=0)
-    params = {"model": "claude-haiku-5-5", "max_tokens": 200}
+    model = "claude-haiku-5-5"
+    params: dict[str, Any] = {"model": model, "max_tokens": 200}
     ids = [f"adopt_{tmp_path.name[-12:]}_{i}" for i in range(3)]
     for number, cid in enumerate(ids):
         entry = {
@@ -184,12 +185,12 @@ def test_a_new_leader_adopts_a_batch_its_predecessor_created_but_did_not_record(
             "params": {**params, "messages": [{"role": "user", "content": f"Question {number}"}]},
         }
         client.hset(keys.BATCH_REQUESTS, cid, json.dumps(entry))
-        client.zadd(keys.batch_pending(params["model"]), {cid: number})
-        client.sadd(keys.BATCH_MODELS, params["model"])
+        client.zadd(keys.batch_pending(model), {cid: number})
+        client.sadd(keys.BATCH_MODELS, model)
 
     first = Batcher(client, sdk, app, settings)
     assert first.lead() == 2
-    record = first.claim(str(params["model"]), now=0.0)
+    record = first.claim(model, now=0.0)
     assert record is not None
     assert record.state == "creating"
     requests = [json.loads(client.hget(keys.BATCH_REQUESTS, cid) or b"") for cid in ids]
