@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from chorus.seed import ROUTER_TARGETS
 from dispatcher import Dispatcher
 from dispatcher.embedded import ManagedProcess, start_simulator, start_worker, wait_until
 from messages import AgentMessage
 from workers import keys
 from workers.app import create_app
+from workers.flow import StepOptions, continuation_of
 from workers.registry import AGENTS
 from workers.runner import Delivery, run_agent
 from workers.settings import Settings
@@ -123,10 +125,17 @@ def test_two_deliveries_of_one_message_at_once_leave_one_answer_and_one_hand_off
         runtime = create_app(Settings.from_env({**stack_env, "ANTHROPIC_BASE_URL": url})).runtime()
         root = AgentMessage.root(recipient="router", payload={"text": "Summarize the race drill"})
         runtime.state.submit(root.task_id, pattern="route", root_message=root.to_dict())
+        routing = StepOptions(role="route", targets=list(ROUTER_TARGETS))
         with ThreadPoolExecutor(2) as pool:
             outcomes = list(
                 pool.map(
-                    lambda _: run_agent(runtime, AGENTS["router"], root.to_dict(), Delivery()),
+                    lambda _: run_agent(
+                        runtime,
+                        AGENTS["router"],
+                        root.to_dict(),
+                        Delivery(),
+                        options=routing.model_dump(),
+                    ),
                     range(2),
                 )
             )
@@ -135,9 +144,11 @@ def test_two_deliveries_of_one_message_at_once_leave_one_answer_and_one_hand_off
 
     winner, loser = sorted(outcomes, key=lambda outcome: outcome.replayed)
     assert not winner.replayed
-    assert winner.continuation is not None  # the winner delegates to the specialist
+    step = continuation_of(winner.input_message_id, winner.message, routing)
+    assert step is not None  # the winner delegates to the specialist
+    assert step.kind == "delegate"
     assert loser.replayed
-    assert loser.continuation is None
+    # The loser's hand-off is the winner's, id and all: sent twice, it is still one step.
     assert loser.message == winner.message
     assert (
         len(Dispatcher(create_app(Settings.from_env(stack_env))).handle(root.task_id).trace()) == 1

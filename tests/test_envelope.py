@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from messages import SCHEMA_VERSION, AgentMessage, InvalidMessageError, MessageType
@@ -62,6 +62,8 @@ json_values = st.recursive(
 names = st.from_regex(r"\A[a-z][a-z0-9_]{0,20}\Z")
 
 
+# Generation time depends on the machine's load, not on the code under test.
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     payload=st.dictionaries(st.text(), json_values, max_size=5),
     sender=names,
