@@ -31,6 +31,7 @@ import redis
 from celery import chain, group
 
 from bench import documents as shared_documents
+from bench import memory as redis_memory
 from bench import ratelimit, rawcelery
 from bench import tools as tool_loop
 from dispatcher import Dispatcher
@@ -59,6 +60,7 @@ PHASE_NAMES = (
     "cost",
     "tools",
     "documents",
+    "memory",
 )
 
 
@@ -570,6 +572,25 @@ def documents(bench: Bench) -> list[Row]:
     ]
 
 
+# -- 10. Redis memory -------------------------------------------------------------------------
+
+
+def memory(tasks: int) -> list[Row]:
+    result = redis_memory.run(tasks)
+    per_event = result["audit_bytes_per_event"]
+    audit_share = result["audit_events_per_task"] * per_event
+    return [
+        Row(
+            f"10. Redis memory per routed task ({result['done']}/{result['tasks']} done)",
+            f"{result['bytes_per_task'] / 1e3:.1f} kB",
+            f"of which audit stream {audit_share / 1e3:.1f} kB ({per_event / 1e3:.2f} kB/event)",
+            audit_share / result["bytes_per_task"],
+            "reported (bounded by TTL, MAXLEN)",
+            None,
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -592,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         ("cost", lambda: cost(bench, 1 if quick else 3)),
         ("tools", lambda: tool_loops(bench, 20 if quick else 100)),
         ("documents", lambda: documents(bench)),
+        ("memory", lambda: memory(100 if quick else 500)),
     ]
     try:
         for name, phase in phases:
