@@ -288,3 +288,7 @@ def test_a_long_fleet_wide_pause_defers_the_task_instead_of_holding_a_slot(
     waited = _seconds_between(handle.status()["submitted_at"], started)
     assert waited >= 5.0  # it waited out the pause off the worker's slots, then ran
     assert "Retry in" in fleet.worker_log()
+    # Each deferral took one retry of the task's cap, so a pause cannot defer it for ever.
+    taken = runtime.redis.hget(keys.budget(handle.task_id), "retries")
+    assert taken is not None
+    assert int(taken) >= 1

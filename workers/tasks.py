@@ -20,6 +20,7 @@ from workers.registry import AgentSpec
 
 if TYPE_CHECKING:
     from workers.app import ChorusApp
+    from workers.runtime import Runtime
 
 RESULT_REPR_MAX = 200
 """Characters of a task's result that Celery's success log line shows."""
@@ -45,11 +46,12 @@ def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
         spec = app.team.agents[name]  # as completed when the app loaded (a router's targets)
         runtime = app.runtime()
         paused = runtime.limiter.delay(spec.model_in(runtime.settings))
-        if paused > DEFER_AFTER and self.request.retries < runtime.settings.task_max_retries:
+        if paused > DEFER_AFTER and _take_deferral(runtime, received, message):
             # The model is paused fleet-wide (a 429 asked for a long wait): give the slot back
-            # to other queues and come back when the pause ends, rather than sleep in it. The
-            # deferrals are bounded by the task retry cap; past it the step waits in its slot.
-            raise self.retry(countdown=paused, max_retries=runtime.settings.task_max_retries)
+            # to other queues and come back when the pause ends, rather than sleep in it. Each
+            # deferral is one retry of the task's cap (CHORUS_TASK_MAX_RETRIES); past the cap
+            # the step waits out the pause in its slot, so deferrals cannot go on for ever.
+            raise self.retry(countdown=paused, max_retries=None)
         from workers.approvals import StepParked
         from workers.batching import BatchParked
         from workers.resume import park_task
@@ -86,3 +88,11 @@ def register_agent_task(app: ChorusApp, spec: AgentSpec) -> None:
     app.task(name=spec.task_name, bind=True, shared=False, resultrepr_maxsize=RESULT_REPR_MAX)(
         agent_task
     )
+
+
+def _take_deferral(runtime: Runtime, received: object, message: object) -> bool:
+    raw = message if isinstance(received, list) else received
+    task_id = raw.get("task_id") if isinstance(raw, dict) else None
+    if not isinstance(task_id, str):
+        return False  # an undecodable message: the runner answers it at once
+    return runtime.budget.take_retry(task_id, runtime.settings.task_max_retries)
