@@ -390,6 +390,30 @@ def test_with_wait_a_publish_waits_for_replicas_after_its_lpush_then_pauses_when
         assert not any(c.startswith("WAIT") for c in seen)
 
 
+def test_with_wait_a_receipt_waits_after_it_leaves_the_ledger(
+    url: str, client: redis.Redis, watcher: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas, "SHORT_WAITS", replicas.ShortWaits())
+    monkeypatch.setattr(replicas, "SUSPEND_SECONDS", 0.0)  # no pause: this Redis has no replica
+    options = {"chorus_wait_replicas": 1, "chorus_wait_timeout_ms": 10}
+    with kombu.Connection(url, transport=Transport, transport_options=options) as connection:
+        channel = connection.channel()
+        queue = bound_queue(channel)
+        publish(channel)
+        with watcher.monitor() as monitor:
+            message = queue.get(no_ack=False)
+            seen = commands_until(monitor, "WAIT")
+        receipt = [
+            c.split()[0] for c in seen[next(i for i, c in enumerate(seen) if "unacked" in c) :]
+        ]
+        assert receipt[:3] == ["ZADD", "HSET", "HDEL"]  # `unacked` first, then off the ledger
+        assert receipt[-1] == "WAIT"
+        assert "MULTI" not in receipt
+        assert not client.hexists(keys.TRANSIT, HEADERS["id"])
+        assert client.hexists("unacked", message.delivery_tag)
+        message.ack()
+
+
 @pytest.fixture(scope="module")
 def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
     """A primary watched by one Sentinel: enough to reach it by name."""

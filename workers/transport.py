@@ -25,10 +25,11 @@ imports Chorus and opens a kombu connection of its own still gets plain kombu. W
 - **`ahead_of_publish`**: raw commands sent in the pipeline of, and ahead of, the next publish
   (the Dispatcher's task hash, which must exist before a worker can take the message).
 - **WAIT for replicas** (`chorus_wait_replicas`, `chorus_wait_timeout_ms` transport options,
-  from CHORUS_REDIS_WAIT_REPLICAS): each agent message's publish returns once that many
-  replicas have it, so a Sentinel failover cannot lose a message its publisher saw sent
-  (workers/replicas.py). WAIT cannot block inside MULTI, so the publish pipeline is then a
-  plain one, still in order: the ledger's entry ahead of the LPUSH is what the ledger needs.
+  from CHORUS_REDIS_WAIT_REPLICAS): each agent message's publish, and each receipt, returns
+  once that many replicas have it, so a Sentinel failover cannot lose a message its publisher
+  saw sent, nor hand a message a worker runs to a second worker (workers/replicas.py). WAIT
+  cannot block inside MULTI, so these pipelines are then plain ones, still in order: the
+  ledger needs its entry ahead of the LPUSH, and `unacked` written before the entry goes.
 - **URLs that name their scheme**: with an explicit transport kombu prints its class path as the
   URL's scheme; the app's `Connection` (through Celery's `amqp_cls`) prints redis://,
   rediss:// or sentinel:// again, which Flower needs to find its broker client. It also keeps
@@ -222,16 +223,25 @@ class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu 5.7's `QoS.append`, plus the ledger removal inside its MULTI/EXEC: the message
         is never in neither place (a worker holds it from here; the visibility timeout guards
-        it)."""
+        it). With WAIT on, a plain pipeline in the same order, then the WAIT: a replica that
+        has this receipt has the BRPOP before it too, so a failover cannot put the message
+        back on its queue for a second worker while this one runs it."""
         delivery = message.delivery_info
         entry = transit.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.pipe_or_acquire() as pipe:
+        channel: Any = self.channel
+        wait = int(channel.chorus_wait_replicas) if replicas.SHORT_WAITS.active() else 0
+        timeout_ms = int(channel.chorus_wait_timeout_ms)
+        with channel.conn_or_acquire() as client, client.pipeline(transaction=wait <= 0) as pipe:
             pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
             pipe.hset(self.unacked_key, delivery_tag, entry)
             task_id = transit.tracked(message._raw)
             if task_id is not None:
                 transit.received(pipe, task_id)
-            pipe.execute()
+            if wait > 0:
+                pipe.execute_command(*replicas.wait_command(wait, timeout_ms))
+            replies = pipe.execute()
+        if wait > 0:
+            replicas.SHORT_WAITS.check(replies[-1], wait, timeout_ms)
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def restore_unacked(self, client: Any = None) -> Any:
