@@ -107,8 +107,14 @@ def billed(simulator_url: str, user_id: str = "") -> dict[str, dict[str, int]]:
     return by_task
 
 
-def audit_task(handle: TaskHandle, client: redis.Redis, bill: Mapping[str, int] | None) -> Row:
-    """One task's row (tasks=1); `bill` is the ledger's line for it (None: nothing billed)."""
+def audit_task(
+    handle: TaskHandle,
+    client: redis.Redis,
+    bill: Mapping[str, int] | None,
+    why: list[str] | None = None,
+) -> Row:
+    """One task's row (tasks=1); `bill` is the ledger's line for it (None: nothing billed).
+    What made it doubled or cut off goes to `why`."""
     row = Row(tasks=1)
     info: dict[str, Any] = handle.status()
     status = info.get("status")
@@ -120,23 +126,46 @@ def audit_task(handle: TaskHandle, client: redis.Redis, bill: Mapping[str, int] 
         row.failed = 1
     if counters_up(info):
         row.leaked = 1
+    reasons = doubling(handle, client, info, bill)
+    if reasons:
+        row.doubled = 1
+    steps = handle.trace()
+    counted = {name: int(info.get(name, 0)) for name in USAGE_FIELDS}
+    paid = {name: int((bill or {}).get(name, 0)) for name in USAGE_FIELDS}
+    if any(paid[name] > counted[name] for name in USAGE_FIELDS):
+        recorded_calls = sum(s.attempts for s in steps) + int(info.get("duplicates", 0))
+        row.cut_off = max(1, int((bill or {}).get("calls", 0)) - recorded_calls)
+        reasons.append(f"billed {paid}, counted {counted}")
+    if why is not None and reasons:
+        why.append(f"{handle.task_id} ({info.get('pattern')}): {'; '.join(reasons)}")
+    return row
+
+
+def doubling(
+    handle: TaskHandle, client: redis.Redis, info: Mapping[str, Any], bill: Mapping[str, int] | None
+) -> list[str]:
+    """Why a task counts something twice (empty: it does not)."""
+    reasons = []
     steps = handle.trace()
     board = int(client.hlen(keys.board(handle.task_id)))
     trace = int(client.xlen(keys.trace(handle.task_id)))
-    inputs = {s.input_message_id for s in steps}
-    once = len(inputs) == len(steps) == board == trace == int(info.get("steps", 0))
+    inputs = len({s.input_message_id for s in steps})
+    counts = (inputs, len(steps), board, trace, int(info.get("steps", 0)))
+    if len(set(counts)) != 1:
+        reasons.append(
+            "inputs, records, board, trace, steps total: {}, {}, {}, {}, {}".format(*counts)
+        )
     duplicates = int(info.get("duplicates", 0))
+    if duplicates:
+        reasons.append(f"{duplicates} duplicate step(s): two deliveries both called the model")
     spent = sum(s.cost_micro_usd for s in steps) + int(info.get("duplicate_cost_micro_usd", 0))
-    totals_add_up = int(info.get("cost_micro_usd", 0)) == spent
-    counted = {name: int(info.get(name, 0)) for name in USAGE_FIELDS}
-    paid = {name: int((bill or {}).get(name, 0)) for name in USAGE_FIELDS}
-    over_counted = any(counted[name] > paid[name] for name in USAGE_FIELDS)
-    if not once or not totals_add_up or duplicates or over_counted:
-        row.doubled = 1
-    if counted != paid:
-        recorded_calls = sum(s.attempts for s in steps) + duplicates
-        row.cut_off = max(1, int((bill or {}).get("calls", 0)) - recorded_calls)
-    return row
+    if int(info.get("cost_micro_usd", 0)) != spent:
+        reasons.append(f"cost_micro_usd {info.get('cost_micro_usd')} != steps' {spent}")
+    for name in USAGE_FIELDS:
+        counted, paid = int(info.get(name, 0)), int((bill or {}).get(name, 0))
+        if counted > paid:
+            reasons.append(f"{name}: counted {counted}, billed {paid}")
+    return reasons
 
 
 def table(title: str, rows: Mapping[str, Row], notes: Iterable[str] = ()) -> list[str]:

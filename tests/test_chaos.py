@@ -21,10 +21,11 @@ import redis
 from dispatcher import Dispatcher
 from dispatcher.dispatcher import TaskHandle
 from dispatcher.embedded import start_simulator, wait_until
-from messages.status import FINISHED
+from messages.status import FINISHED, TaskStatus
 from tests.books import Row, audit_task, billed, table, unfinished, wait_all, why_unfinished
 from tests.conftest import TEST_API_KEY
 from tests.stack import Fleet, Held, fleet, held_by_queue, queue_of, quiet, unacked
+from workers import keys
 from workers.registry import AGENTS
 from workers.settings import Settings
 
@@ -57,6 +58,8 @@ AGENT_TYPES = list(AGENTS)
 Handles = dict[str, list[TaskHandle]]
 LOST: list[str] = []
 """Why each lost task counts as lost (its status, counters still up, result), for the report."""
+DOUBLED: list[str] = []
+"""What each doubled or cut-off task counted twice or missed."""
 LEAKED: list[str] = []
 """Tasks that ended with a step still counted in flight (their counters)."""
 
@@ -91,13 +94,13 @@ def chaos_fleet(
 
 
 def submit_all(dispatcher: Dispatcher, label: str) -> Handles:
-    return {
-        pattern: [
-            dispatcher.submit(f"{label} {pattern} request {n}: the incident", pattern=pattern, **o)
-            for n in range(TASKS)
-        ]
-        for pattern, o in PATTERNS.items()
-    }
+    """TASKS of each pattern, interleaved, so every pattern is in flight at once."""
+    handles: Handles = {pattern: [] for pattern in PATTERNS}
+    for n in range(TASKS):
+        for pattern, options in PATTERNS.items():
+            text = f"{label} {pattern} request {n}: the incident"
+            handles[pattern].append(dispatcher.submit(text, pattern=pattern, **options))
+    return handles
 
 
 def ids(handles: Handles) -> list[str]:
@@ -121,7 +124,7 @@ def settle(chaos_fleet: Fleet, handles: Handles, sim_url: str) -> dict[str, Row]
                 row.tasks += 1
                 row.lost += 1
                 continue
-            one = audit_task(handle, client, bill.get(handle.task_id))
+            one = audit_task(handle, client, bill.get(handle.task_id), DOUBLED)
             if one.leaked:
                 LEAKED.append(why_unfinished(app, client, handle.task_id))
             row.add(one)
@@ -184,7 +187,7 @@ def test_kill_9_of_each_agent_types_worker_loses_nothing_in_any_pattern(
         )
     )
     assert all(row.lost == 0 for row in rows.values()), LOST[:20]
-    assert all(row.doubled == 0 for row in rows.values()), rows
+    assert all(row.doubled == 0 for row in rows.values()), DOUBLED[:20]
     # Messages really were in flight: every pattern had a worker it runs on die holding some.
     assert redelivered > 0
     for pattern, agents in WORKS_ON.items():
@@ -198,18 +201,24 @@ def test_kill_9_of_each_agent_types_worker_loses_nothing_in_any_pattern(
     assert all(row.leaked == 0 for row in rows.values()), LEAKED[:20]
 
 
-def wait_every_pattern_running(chaos_fleet: Fleet, handles: Handles) -> None:
-    """Until each pattern has a task with a step running (its `running:` counters)."""
+def wait_every_pattern_running(chaos_fleet: Fleet, handles: Handles) -> dict[str, int]:
+    """Until each pattern has a task that started and has not ended, at the same moment;
+    returns how many of each pattern's tasks are in progress then."""
+    client = chaos_fleet.client()
+    in_progress: dict[str, int] = {}
 
-    def running(handle: TaskHandle) -> bool:
-        info = handle.status()
-        return any(k.startswith("running:") and int(v) > 0 for k, v in info.items())
+    def every_pattern_running() -> bool:
+        with client.pipeline(transaction=False) as pipe:
+            for handle in (h for hs in handles.values() for h in hs):
+                pipe.hget(keys.task(handle.task_id), "status")
+            statuses = iter(pipe.execute())
+        for pattern, pattern_handles in handles.items():
+            running = [next(statuses) == TaskStatus.RUNNING.encode() for _ in pattern_handles]
+            in_progress[pattern] = sum(running)
+        return all(in_progress.values())
 
-    wait_until(
-        lambda: all(any(running(h) for h in hs) for hs in handles.values()),
-        timeout=60,
-        what="a step of every pattern to be running",
-    )
+    wait_until(every_pattern_running, timeout=60, what="a task of every pattern to be running")
+    return in_progress
 
 
 def test_a_redis_restart_mid_run_loses_nothing_in_any_pattern(
@@ -218,7 +227,7 @@ def test_a_redis_restart_mid_run_loses_nothing_in_any_pattern(
     started = time.monotonic()
     handles = submit_all(chaos_fleet.dispatcher(), "restart")
     replays_before = chaos_fleet.replays()
-    wait_every_pattern_running(chaos_fleet, handles)
+    running = wait_every_pattern_running(chaos_fleet, handles)
     in_flight = unacked(chaos_fleet.client())
     chaos_fleet.restart_redis()
     rows = settle(chaos_fleet, handles, chaos_simulator)
@@ -229,10 +238,12 @@ def test_a_redis_restart_mid_run_loses_nothing_in_any_pattern(
             f"{time.monotonic() - started:.0f} s)",
             rows,
             [
+                "tasks running at the restart: "
+                + ", ".join(f"{pattern} {count}" for pattern, count in running.items()),
                 f"messages delivered and unacknowledged at the restart: {len(in_flight)}; "
                 f"redeliveries of recorded steps (replayed): "
                 f"{chaos_fleet.replays() - replays_before}; "
-                f"put back from the transit ledger: {chaos_fleet.put_back()}"
+                f"put back from the transit ledger: {chaos_fleet.put_back()}",
             ],
         )
     )
@@ -240,7 +251,7 @@ def test_a_redis_restart_mid_run_loses_nothing_in_any_pattern(
     assert dead == []  # every worker reconnected on its own; none needed a restart
     assert in_flight  # the restart hit messages in flight
     assert all(row.lost == 0 for row in rows.values()), LOST[:20]
-    assert all(row.doubled == 0 for row in rows.values()), rows
+    assert all(row.doubled == 0 for row in rows.values()), DOUBLED[:20]
     assert all(row.cut_off == 0 for row in rows.values()), rows  # nobody died holding an answer
     assert all(row.leaked == 0 for row in rows.values()), LEAKED[:20]
 
