@@ -22,7 +22,7 @@ from dispatcher.embedded import free_port, start_redis
 from tests.private_redis import private_redis
 from tests.sentinel_group import SentinelGroup, start_sentinel_group
 from workers import keys, replicas, transport
-from workers.app import celery_config, create_app
+from workers.app import create_app
 from workers.settings import Settings
 from workers.transport import (
     QoS,
@@ -269,13 +269,13 @@ def test_the_app_selects_the_transport_for_redis_and_sentinel_urls() -> None:
 
 
 def test_a_rediss_url_still_means_tls_and_its_ssl_query_still_wins() -> None:
-    bare = celery_config(Settings(redis_url="rediss://h:6380/0"))
-    assert bare["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_NONE}  # what kombu does
+    bare = create_app(Settings(redis_url="rediss://h:6380/0")).conf
+    assert bare.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_NONE}  # what kombu does
     url = "rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem"
     app = create_app(Settings(redis_url=url))
     wanted = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/ca.pem"}
     assert app.connection_for_write().ssl == app.conf.broker_use_ssl == wanted
-    assert celery_config(Settings(redis_url="redis://h/0")).get("broker_use_ssl") is None
+    assert not create_app(Settings(redis_url="redis://h/0")).conf.broker_use_ssl
 
 
 @pytest.mark.parametrize(
