@@ -13,12 +13,12 @@ from celery import Celery
 from kombu.entity import Queue
 
 from workers import audit_watch, telemetry, tool_listing, transit
+from workers.broker_options import celery_options, sentinel_options, wait_options
 from workers.loading import load_app
 from workers.registry import PRIORITY_LEVELS, Team
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.tasks import register_agent_tasks
-from workers.transport import celery_options, sentinel_options, wait_options
 
 DEFAULT_QUEUE = "chorus.default"
 """Where a task without a route would go; no agent consumes it, so such a task shows up."""

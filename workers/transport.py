@@ -1,8 +1,9 @@
 """Chorus's kombu transport: kombu's Redis transport, subclassed, for Chorus's connections alone.
 
 kombu makes `Transport.Channel` and `Channel.QoS` class attributes to be subclassed; Chorus's
-Celery app selects these classes with `broker_transport` (`celery_options`), so a process that
-imports Chorus and opens a kombu connection of its own still gets plain kombu. What they add:
+Celery app selects these classes with `broker_transport` (workers/broker_options.py), so a
+process that imports Chorus and opens a kombu connection of its own still gets plain kombu.
+What they add:
 
 - **The transit ledger** (workers/transit.py). Publishing (`Channel._put`) writes each agent
   message to the ledger in the same pipeline, ahead of its LPUSH; receiving (`QoS.append`)
@@ -43,13 +44,11 @@ whole); the transport refuses to start on another kombu version.
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
-from urllib.parse import urlparse
 
 import kombu
 import redis
@@ -57,21 +56,20 @@ from celery.app import amqp as celery_amqp
 from kombu.connection import Connection as KombuConnection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.url import parse_url
 
 from messages.errors import ChorusError
 from workers import redis_urls, replicas, transit
-from workers.settings import Settings
+from workers.broker_options import (
+    SENTINEL_TRANSPORT,
+    TRANSPORT,
+    WAIT_OPTIONS,
+    celery_options,
+)
 
 log = logging.getLogger(__name__)
 
 KOMBU_SERIES = "5.7"
 """The kombu release series these overrides were written for (pyproject pins 5.7.x)."""
-
-TRANSPORT = "workers.transport:Transport"
-SENTINEL_TRANSPORT = "workers.transport:SentinelTransport"
-WAIT_OPTIONS = ("chorus_wait_replicas", "chorus_wait_timeout_ms")
-"""Transport options (and channel attributes) of the WAIT after each publish."""
 
 
 class KombuVersionError(ChorusError):
@@ -87,55 +85,6 @@ def check_kombu_version(version: str | None = None) -> None:
             f"installed: install kombu=={KOMBU_SERIES}.* (pyproject.toml pins it), or port "
             "Channel._put and QoS.append in workers/transport.py to the new version"
         )
-
-
-def celery_options(url: str) -> dict[str, Any]:
-    """The Celery settings that select this transport for a broker URL.
-
-    kombu picks its transport from the URL's scheme only when none is given; with an explicit
-    one the scheme is no longer seen, so what kombu does for `rediss://` (TLS, and
-    certificates unchecked unless the URL's `ssl_*` query says otherwise, with a warning) is
-    done here: an `ssl_*` query in the URL still replaces `broker_use_ssl` whole.
-    """
-    first = url.split(";", 1)[0]
-    scheme = urlparse(first).scheme
-    options: dict[str, Any] = {
-        "broker_transport": SENTINEL_TRANSPORT if scheme == "sentinel" else TRANSPORT
-    }
-    if scheme == "rediss":
-        # The same options the connection ends up with, so Flower's Redis client gets them too.
-        options["broker_use_ssl"] = parse_url(first).get("ssl") or {"ssl_cert_reqs": ssl.CERT_NONE}
-        if "ssl_cert_reqs=" not in url:
-            log.warning(
-                "rediss:// broker URL without ssl_cert_reqs: the server's certificate is not "
-                "checked; add ?ssl_cert_reqs=required (and ssl_ca_certs=) to the URL"
-            )
-    return options
-
-
-def sentinel_options(settings: Settings) -> dict[str, Any]:
-    """Transport options of a sentinel:// URL, for the broker and the result backend alike
-    (kombu's SentinelChannel and Celery's SentinelBackend read the same two); none otherwise."""
-    if not redis_urls.is_sentinel(settings.redis_url):
-        return {}
-    redis_urls.parse_sentinel(settings.redis_url)  # a malformed list fails here, with its fix
-    return {
-        "master_name": settings.sentinel_master,
-        "sentinel_kwargs": redis_urls.sentinel_options(settings.sentinel_password),
-    }
-
-
-def wait_options(settings: Settings) -> dict[str, Any]:
-    """Broker transport options of the WAIT after each publish (CHORUS_REDIS_WAIT_REPLICAS)."""
-    if settings.redis_wait_replicas <= 0:
-        return {}
-    return dict(
-        zip(
-            WAIT_OPTIONS,
-            (settings.redis_wait_replicas, settings.redis_wait_timeout_ms),
-            strict=True,
-        )
-    )
 
 
 _SCHEMES = {TRANSPORT: "redis", SENTINEL_TRANSPORT: "sentinel"}
