@@ -58,7 +58,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 from messages.errors import ChorusError
-from workers import redis_urls, replicas, transit
+from workers import replicas, transit
 from workers.broker_options import (
     SENTINEL_TRANSPORT,
     TRANSPORT,
@@ -285,12 +285,14 @@ class Channel(_ChannelOverrides, kombu_redis.Channel):
 class SentinelChannel(_ChannelOverrides, kombu_redis.SentinelChannel):
     """kombu's Sentinel channel (`master_name`, `sentinel_kwargs` transport options) with the
     same overrides: its pool is redis-py's Sentinel pool, so after a failover the reconnect
-    Celery makes lands on the promoted replica and the ledger lives there too; its connections
-    ask the Sentinels again on a retry's reconnect (redis_urls.FailoverAwareConnection)."""
+    Celery makes lands on the promoted replica and the ledger lives there too. Its connections
+    stay redis-py's own, whose retries keep to the address they had: a receipt retried onto
+    the new primary would record a message as taken that the new primary may still have in
+    its queue (the pop was not replicated), and a second worker would run it too. Failing
+    there drops the message from this worker; Celery reconnects the channel instead."""
 
     QoS = QoS
     from_transport_options = _with_wait_options(kombu_redis.SentinelChannel.from_transport_options)
-    connection_class = redis_urls.FailoverAwareConnection
 
 
 class _CheckedStart:
