@@ -55,8 +55,7 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
 
 
 def cmd_auditor(args: argparse.Namespace) -> int:
-    import redis
-
+    from workers import redis_urls
     from workers.audit_store import AuditStore
     from workers.auditor import Auditor, AuditorOptions
     from workers.settings import Settings
@@ -65,7 +64,12 @@ def cmd_auditor(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     store = AuditStore(settings.database_url)
     auditor = Auditor(
-        redis.Redis.from_url(settings.redis_url, health_check_interval=30),
+        redis_urls.client(
+            settings.redis_url,
+            master=settings.sentinel_master,
+            sentinel_password=settings.sentinel_password,
+            health_check_interval=30,
+        ),
         store,
         AuditorOptions(batch=args.batch),
     )

@@ -19,7 +19,7 @@ from dispatcher.handle import (
 from messages import AgentMessage, ChorusError, TaskRequest
 from messages.payloads import MAX_TEXT
 from messages.status import FINISHED
-from workers import telemetry
+from workers import redis_urls, telemetry
 from workers.app import ChorusApp, create_app
 from workers.blocks import Block, Step, agents_of, entry_agent
 from workers.canvas import Place, build, planned_agents
@@ -143,9 +143,16 @@ class Dispatcher(Reader):
 
     def ping_broker(self) -> None:
         url = self.app.settings.redis_url
+        settings = self.app.settings
         try:
-            redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
-        except redis.RedisError as exc:
+            redis_urls.client(
+                url,
+                master=settings.sentinel_master,
+                sentinel_password=settings.sentinel_password,
+                socket_connect_timeout=2,
+                socket_timeout=2,
+            ).ping()
+        except (redis.RedisError, redis_urls.RedisURLError) as exc:
             raise BrokerUnavailableError(url, exc) from None
 
     def consumed_queues(self, timeout: float = 1.0) -> set[str]:

@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from workers import keys
+from workers import keys, redis_urls
 from workers.registry import AGENTS
 from workers.settings import Settings
 from workers.tool_metrics import TOOL_LATENCY_BUCKETS
@@ -216,7 +216,12 @@ def serve(client: redis.Redis, address: str, port: int) -> ThreadingHTTPServer:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    client = redis_urls.client(
+        settings.redis_url,
+        master=settings.sentinel_master,
+        sentinel_password=settings.sentinel_password,
+        health_check_interval=30,
+    )
     server = serve(client, args.address, args.port)
     print(f"chorus metrics on http://{args.address}:{server.server_address[1]}/metrics")
     try:
