@@ -94,7 +94,7 @@ def test_a_final_status_ends_the_task_but_never_replaces_budget_exceeded(
 def test_a_loop_refusal_takes_the_step_off_queued_and_its_record_off_running(
     state: TaskState,
 ) -> None:
-    state.plan(TASK, {"analyst": 2})
+    state.plan(TASK, {"analyst": 2}, key="fan-out")
     assert state.begin_step(TASK, "in-1", "analyst", "same-input").loop_of is None
     loop = state.begin_step(TASK, "in-2", "analyst", "same-input")
 
@@ -109,7 +109,7 @@ def test_a_loop_refusal_takes_the_step_off_queued_and_its_record_off_running(
 def test_a_step_skipped_because_the_budget_stopped_the_task_leaves_no_counter_behind(
     state: TaskState, client: redis.Redis
 ) -> None:
-    state.plan(TASK, {"critic": 1})
+    state.plan(TASK, {"critic": 1}, key="revision")
     client.hset(keys.task(TASK), "status", TaskStatus.BUDGET_EXCEEDED)
 
     begin = state.begin_step(TASK, "in-7", "critic")
@@ -227,3 +227,13 @@ def test_was_started_sees_a_begun_or_finished_message(state: TaskState) -> None:
     assert state.was_started(TASK, "in-1")
     state.record_step(record(2), final_status=None)
     assert state.was_started(TASK, "in-2")
+
+
+def test_a_continuation_is_counted_once_however_often_a_replay_sends_it(
+    state: TaskState, client: redis.Redis
+) -> None:
+    assert state.plan(TASK, {"research": 3, "synthesizer": 1}, key="plan-message")
+    assert not state.plan(TASK, {"research": 3, "synthesizer": 1}, key="plan-message")
+    counters = client.hgetall(keys.task(TASK))
+    assert counters[b"queued:research"] == b"3"
+    assert counters[b"queued:synthesizer"] == b"1"
