@@ -43,6 +43,9 @@ Streams = tuple[Any, Any]
 """A transport's (read stream, write stream), as `mcp.Client` takes them."""
 
 
+READ_BACKSTOP_SECONDS = 2.0
+
+
 class MCPServerError(ChorusError):
     """An MCP server cannot be reached or used; the message names the server."""
 
@@ -221,7 +224,10 @@ class MCPServer:
 
     async def _call(self, remote_name: str, arguments: dict[str, Any]) -> CallToolResult:
         client = await self._client()
-        return await client.call_tool(remote_name, arguments, read_timeout_seconds=self.timeout)
+        # The tool's own timeout (the executor's, same value) is the one the model hears of;
+        # the session's read timeout is a backstop a little later, so the two never race.
+        backstop = self.timeout + READ_BACKSTOP_SECONDS
+        return await client.call_tool(remote_name, arguments, read_timeout_seconds=backstop)
 
     async def _list_tools(self) -> list[MCPTool]:
         client = await self._client()
