@@ -237,3 +237,21 @@ def test_a_continuation_is_counted_once_however_often_a_replay_sends_it(
     counters = client.hgetall(keys.task(TASK))
     assert counters[b"queued:research"] == b"3"
     assert counters[b"queued:synthesizer"] == b"1"
+
+
+def test_a_step_redelivered_before_its_record_is_counted_once(
+    state: TaskState, client: redis.Redis
+) -> None:
+    """kill -9 between begin and record: the redelivery begins again, and the counters still
+    end at zero, without taking another step of the same agent off them."""
+    state.plan(TASK, {"analyst": 2}, key="two-analysts")
+    assert state.begin_step(TASK, "in-1", "analyst").done is None
+    assert state.begin_step(TASK, "in-1", "analyst").done is None  # the redelivery
+    assert state.begin_step(TASK, "in-2", "analyst").done is None
+    counters = client.hgetall(keys.task(TASK))
+    assert counters[b"running:analyst"] == b"2"
+    assert counters[b"queued:analyst"] == b"0"
+    state.record_step(record(1), final_status=None)
+    state.record_step(record(2), final_status=None)
+    assert client.hget(keys.task(TASK), "running:analyst") == b"0"
+    assert not [f for f in client.hkeys(keys.task(TASK)) if f.startswith(b"begun:")]

@@ -51,7 +51,10 @@ redis.call('EXPIRE', KEY.step, ARG.ttl)
 
 local running = 'running:' .. ARG.agent
 local function not_running()
-  if tonumber(redis.call('HGET', KEY.task, running) or '0') > 0 then
+  -- No longer begun either: the delivery that resumes it counts as running again.
+  local message_id = cjson.decode(ARG.entry).message_id or ''
+  if redis.call('HDEL', KEY.task, 'begun:' .. message_id) == 1
+     and tonumber(redis.call('HGET', KEY.task, running) or '0') > 0 then
     redis.call('HINCRBY', KEY.task, running, -1)
   end
 end

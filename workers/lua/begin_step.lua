@@ -29,7 +29,8 @@
 --   {'loop', first_id}    the same input reached the same agent under another message
 --   {'refused', what, used, want, limit}   the step runs, but its first call does not fit
 -- Every answer but 'handled' is followed by the step's record, so each counts the step as
--- running (record_step counts it back) and takes it off the agent's queued counter.
+-- running (record_step counts it back) and takes it off the agent's queued counter, once per
+-- input message (the task hash's `begun:<message_id>` field marks it until the record).
 --@include audit
 --@include budget
 
@@ -37,6 +38,12 @@ local cfg = {stream = KEY.audit, maxlen = ARG.audit_maxlen, minid = ARG.audit_mi
 local queued, running = 'queued:' .. ARG.agent, 'running:' .. ARG.agent
 
 local function dequeue()
+  -- Once per input message: a redelivery of a step that began and never recorded (its worker
+  -- died, or it parked) is counted already, so the counters stay exact under kill -9.
+  if redis.call('HSETNX', KEY.task, 'begun:' .. ARG.message_id, '1') == 0 then
+    redis.call('EXPIRE', KEY.task, ARG.ttl)
+    return
+  end
   if tonumber(redis.call('HGET', KEY.task, queued) or '0') > 0 then
     redis.call('HINCRBY', KEY.task, queued, -1)
   end

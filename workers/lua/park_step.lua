@@ -27,8 +27,11 @@
 if redis.call('HEXISTS', KEY.journal, 'park') == 1 then return 0 end
 redis.call('HSET', KEY.journal, 'park', ARG.park)
 redis.call('ZADD', KEY.reviews, ARG.score, ARG.review_id)
+-- It no longer counts as begun either, so the resumed delivery counts as running again.
 local running = 'running:' .. ARG.agent
-if tonumber(redis.call('HGET', KEY.task, running) or '0') > 0 then
+local message_id = string.match(ARG.review_id, '/(.*)$') or ''
+if redis.call('HDEL', KEY.task, 'begun:' .. message_id) == 1
+   and tonumber(redis.call('HGET', KEY.task, running) or '0') > 0 then
   redis.call('HINCRBY', KEY.task, running, -1)
 end
 redis.call('HINCRBY', KEY.task, 'parked', 1)

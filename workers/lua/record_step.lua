@@ -68,8 +68,10 @@ if ARG.settle_field ~= '' then
   settle_budget(KEY.budget, ARG.settle_field, tonumber(ARG.settle_tokens),
                 tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl)
 end
+-- Only a step that began counts back (an undecodable message's record never began).
 local running = 'running:' .. ARG.agent
-if tonumber(redis.call('HGET', KEY.task, running) or '0') > 0 then
+if redis.call('HDEL', KEY.task, 'begun:' .. ARG.message_id) == 1
+   and tonumber(redis.call('HGET', KEY.task, running) or '0') > 0 then
   redis.call('HINCRBY', KEY.task, running, -1)
 end
 
