@@ -137,7 +137,8 @@ def audit_task(
         row.cut_off = max(1, int((bill or {}).get("calls", 0)) - recorded_calls)
         reasons.append(f"billed {paid}, counted {counted}")
     if why is not None and reasons:
-        why.append(f"{handle.task_id} ({info.get('pattern')}): {'; '.join(reasons)}")
+        kind = "doubled" if row.doubled else "cut off"
+        why.append(f"{kind} {handle.task_id} ({info.get('pattern')}): {'; '.join(reasons)}")
     return row
 
 

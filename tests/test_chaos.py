@@ -8,6 +8,7 @@ CHORUS_CHAOS_FULL=1 CHORUS_CHAOS_TASKS=100 and prints one table per fault.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -33,6 +34,8 @@ TASKS = int(os.environ.get("CHORUS_CHAOS_TASKS", "8"))
 FULL = os.environ.get("CHORUS_CHAOS_FULL") == "1"
 VISIBILITY = "10"
 """Seconds before Redis gives a dead worker's messages to another (CHORUS_VISIBILITY_TIMEOUT)."""
+LATENCY = 0.6
+"""Seconds the simulator takes per call: a step holds its message at least this long."""
 WAIT = 600.0 if FULL else 150.0
 """The generous bound: a task not ended with its result stored by then is lost."""
 
@@ -68,8 +71,8 @@ pytestmark = pytest.mark.timeout(3600 if FULL else 900)
 
 @pytest.fixture(scope="module")
 def chaos_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A simulator of the module's own with a 0.3 s latency, so every step is in flight a while."""
-    process, url = start_simulator(tmp_path_factory.mktemp("chaos-sim"), latency=0.3)
+    """A simulator of the module's own, slow enough that every step is in flight a while."""
+    process, url = start_simulator(tmp_path_factory.mktemp("chaos-sim"), latency=LATENCY)
     yield url
     process.stop()
 
@@ -111,6 +114,8 @@ def settle(chaos_fleet: Fleet, handles: Handles, sim_url: str) -> dict[str, Row]
     """Wait for every task (up to WAIT), then for the fleet to go quiet; one row per pattern."""
     app = chaos_fleet.dispatcher().app
     client = chaos_fleet.client()
+    for notes in (LOST, DOUBLED, LEAKED):
+        notes.clear()
     lost = set(wait_all(app, client, ids(handles), WAIT))
     LOST.extend(why_unfinished(app, client, task_id) for task_id in sorted(lost))
     queues = [queue_of(a) for a in AGENT_TYPES]
@@ -140,14 +145,16 @@ def kill_each_in_flight(chaos_fleet: Fleet, task_ids: list[str]) -> dict[str, li
     app = chaos_fleet.dispatcher().app
     orphans: dict[str, list[Held]] = {}
     deadline = time.monotonic() + WAIT
-    while len(orphans) < len(AGENT_TYPES) and time.monotonic() < deadline:
+    for poll in itertools.count():
+        if len(orphans) == len(AGENT_TYPES) or time.monotonic() > deadline:
+            break
         held = held_by_queue(client)
         for agent in AGENT_TYPES:
             if agent not in orphans and held.get(queue_of(agent)):
                 chaos_fleet.kill(agent)
                 orphans[agent] = held_by_queue(client).get(queue_of(agent), [])
                 chaos_fleet.start(agent)  # the supervisor (compose, k8s, systemd) restarts it
-        if not unfinished(app, client, task_ids):
+        if poll % 20 == 19 and not unfinished(app, client, task_ids):
             break
         time.sleep(0.05)  # polling interval
     for agent in AGENT_TYPES:
@@ -183,11 +190,12 @@ def test_kill_9_of_each_agent_types_worker_loses_nothing_in_any_pattern(
                 f"messages a dead worker held, redelivered: {redelivered}; "
                 f"of those already recorded (replayed): {chaos_fleet.replays() - replays_before}; "
                 f"lost between BRPOP and unacked, put back: {chaos_fleet.put_back()}",
+                *sorted(DOUBLED)[:10],
             ],
         )
     )
-    assert all(row.lost == 0 for row in rows.values()), LOST[:20]
-    assert all(row.doubled == 0 for row in rows.values()), DOUBLED[:20]
+    assert all(row.lost == 0 for row in rows.values()), LOST[:5]
+    assert all(row.doubled == 0 for row in rows.values()), sorted(DOUBLED)[:5]
     # Messages really were in flight: every pattern had a worker it runs on die holding some.
     assert redelivered > 0
     for pattern, agents in WORKS_ON.items():
@@ -198,7 +206,7 @@ def test_kill_9_of_each_agent_types_worker_loses_nothing_in_any_pattern(
     # A call answered to a worker that died before recording it is billed once, on no task;
     # at most one per message the dead workers held.
     assert cut_off <= redelivered
-    assert all(row.leaked == 0 for row in rows.values()), LEAKED[:20]
+    assert all(row.leaked == 0 for row in rows.values()), LEAKED[:5]
 
 
 def wait_every_pattern_running(chaos_fleet: Fleet, handles: Handles) -> dict[str, int]:
@@ -244,16 +252,17 @@ def test_a_redis_restart_mid_run_loses_nothing_in_any_pattern(
                 f"redeliveries of recorded steps (replayed): "
                 f"{chaos_fleet.replays() - replays_before}; "
                 f"put back from the transit ledger: {chaos_fleet.put_back()}",
+                *sorted(DOUBLED)[:10],
             ],
         )
     )
     dead = [w.name for ws in chaos_fleet.workers.values() for w in ws[-1:] if not w.alive()]
     assert dead == []  # every worker reconnected on its own; none needed a restart
     assert in_flight  # the restart hit messages in flight
-    assert all(row.lost == 0 for row in rows.values()), LOST[:20]
-    assert all(row.doubled == 0 for row in rows.values()), DOUBLED[:20]
+    assert all(row.lost == 0 for row in rows.values()), LOST[:5]
+    assert all(row.doubled == 0 for row in rows.values()), sorted(DOUBLED)[:5]
     assert all(row.cut_off == 0 for row in rows.values()), rows  # nobody died holding an answer
-    assert all(row.leaked == 0 for row in rows.values()), LEAKED[:20]
+    assert all(row.leaked == 0 for row in rows.values()), LEAKED[:5]
 
 
 def test_provider_faults_at_high_rates_end_every_task_within_budget_and_caps(
