@@ -30,6 +30,7 @@ from typing import Any
 import redis
 from celery import chain, group
 
+from bench import batches as batched_runs
 from bench import documents as shared_documents
 from bench import memory as redis_memory
 from bench import ratelimit, rawcelery
@@ -61,6 +62,7 @@ PHASE_NAMES = (
     "tools",
     "documents",
     "memory",
+    "batches",
 )
 
 
@@ -614,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         ("tools", lambda: tool_loops(bench, 20 if quick else 100)),
         ("documents", lambda: documents(bench)),
         ("memory", lambda: memory(100 if quick else 500)),
+        ("batches", lambda: [Row(*r) for r in batched_runs.rows(bench.work, bench.db_url(), 20)]),
     ]
     try:
         for name, phase in phases:
