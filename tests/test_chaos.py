@@ -14,6 +14,7 @@ import os
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import pytest
@@ -59,6 +60,7 @@ WORKS_ON: dict[str, tuple[str, ...]] = {
 AGENT_TYPES = list(AGENTS)
 
 Handles = dict[str, list[TaskHandle]]
+Orphans = dict[str, list[Held]]
 LOST: list[str] = []
 """Why each lost task counts as lost (its status, counters still up, result), for the report."""
 DOUBLED: list[str] = []
@@ -96,9 +98,10 @@ def chaos_fleet(
         yield running
 
 
-def submit_all(dispatcher: Dispatcher, label: str) -> Handles:
-    """TASKS of each pattern, interleaved, so every pattern is in flight at once."""
-    handles: Handles = {pattern: [] for pattern in PATTERNS}
+def submit_all(dispatcher: Dispatcher, label: str, handles: Handles | None = None) -> Handles:
+    """TASKS of each pattern, interleaved, so every pattern is in flight at once (into
+    `handles` as they go, when given)."""
+    handles = {pattern: [] for pattern in PATTERNS} if handles is None else handles
     for n in range(TASKS):
         for pattern, options in PATTERNS.items():
             text = f"{label} {pattern} request {n}: the incident"
@@ -136,11 +139,12 @@ def settle(chaos_fleet: Fleet, handles: Handles, sim_url: str) -> dict[str, Row]
     return rows
 
 
-def kill_each_in_flight(chaos_fleet: Fleet, task_ids: list[str]) -> dict[str, list[Held]]:
+def kill_each_in_flight(chaos_fleet: Fleet, handles: Handles, submitting: Future[Any]) -> Orphans:
     """kill -9 each agent type's worker the moment it holds messages, and start a replacement
-    at once. Returns, per agent, what the dead worker held: delivered and unacknowledged, so
-    only a redelivery can finish it. An agent whose work was all over before its worker could
-    be caught busy is killed idle at the end (an empty list)."""
+    at once; from the first submission on, while the rest are still being submitted. Returns,
+    per agent, what the dead worker held: delivered and unacknowledged, so only a redelivery
+    can finish it. An agent whose work was all over before its worker could be caught busy is
+    killed idle at the end (an empty list)."""
     client = chaos_fleet.client()
     app = chaos_fleet.dispatcher().app
     orphans: dict[str, list[Held]] = {}
@@ -154,7 +158,7 @@ def kill_each_in_flight(chaos_fleet: Fleet, task_ids: list[str]) -> dict[str, li
                 chaos_fleet.kill(agent)
                 orphans[agent] = held_by_queue(client).get(queue_of(agent), [])
                 chaos_fleet.start(agent)  # the supervisor (compose, k8s, systemd) restarts it
-        if poll % 20 == 19 and not unfinished(app, client, task_ids):
+        if poll % 20 == 19 and submitting.done() and not unfinished(app, client, ids(handles)):
             break
         time.sleep(0.05)  # polling interval
     for agent in AGENT_TYPES:
@@ -169,9 +173,12 @@ def test_kill_9_of_each_agent_types_worker_loses_nothing_in_any_pattern(
     chaos_fleet: Fleet, chaos_simulator: str, chaos_tables: list[list[str]]
 ) -> None:
     started = time.monotonic()
-    handles = submit_all(chaos_fleet.dispatcher(), "crash")
     replays_before = chaos_fleet.replays()
-    orphans = kill_each_in_flight(chaos_fleet, ids(handles))
+    handles: Handles = {pattern: [] for pattern in PATTERNS}
+    with ThreadPoolExecutor(1) as pool:
+        submitting = pool.submit(submit_all, chaos_fleet.dispatcher(), "crash", handles)
+        orphans = kill_each_in_flight(chaos_fleet, handles, submitting)
+        submitting.result()
     rows = settle(chaos_fleet, handles, chaos_simulator)
     chaos_fleet.wait_consuming(AGENT_TYPES)  # every replacement came up
 
