@@ -40,7 +40,8 @@ test: lint typecheck browser
 # The reliability suite at full size: 100 tasks per pattern and fault, figures printed at the end.
 chaos: install
 	CHORUS_CHAOS_FULL=1 CHORUS_CHAOS_TASKS=100 $(BIN)/pytest tests/test_chaos.py \
-	  tests/test_hostile_input.py tests/test_sentinel.py tests/test_tool_durability.py
+	  tests/test_hostile_input.py tests/test_sentinel.py tests/test_tool_durability.py \
+	  tests/test_batch_chaos.py
 
 # Every figure beside its baseline (raw Celery or the ideal), one table; then the audit cost.
 bench: install

@@ -30,7 +30,8 @@
 --   {'refused', what, used, want, limit}   the step runs, but its first call does not fit
 -- Every answer but 'handled' is followed by the step's record, so each counts the step as
 -- running (record_step counts it back) and takes it off the agent's queued counter, once per
--- input message (the task hash's `begun:<message_id>` field marks it until the record).
+-- input message (the task hash's `begun:`/`dequeued:<message_id>` fields mark it until the
+-- record).
 --@include audit
 --@include budget
 
@@ -39,15 +40,15 @@ local queued, running = 'queued:' .. ARG.agent, 'running:' .. ARG.agent
 
 local function dequeue()
   -- Once per input message: a redelivery of a step that began and never recorded (its worker
-  -- died, or it parked) is counted already, so the counters stay exact under kill -9.
-  if redis.call('HSETNX', KEY.task, 'begun:' .. ARG.message_id, '1') == 0 then
-    redis.call('EXPIRE', KEY.task, ARG.ttl)
-    return
-  end
-  if tonumber(redis.call('HGET', KEY.task, queued) or '0') > 0 then
+  -- died) is counted already, so the counters stay exact under kill -9. A parked step gave
+  -- its `begun:` mark back (it no longer runs) but keeps `dequeued:` (it left the queue once).
+  if redis.call('HSETNX', KEY.task, 'dequeued:' .. ARG.message_id, '1') == 1
+     and tonumber(redis.call('HGET', KEY.task, queued) or '0') > 0 then
     redis.call('HINCRBY', KEY.task, queued, -1)
   end
-  redis.call('HINCRBY', KEY.task, running, 1)
+  if redis.call('HSETNX', KEY.task, 'begun:' .. ARG.message_id, '1') == 1 then
+    redis.call('HINCRBY', KEY.task, running, 1)
+  end
   redis.call('EXPIRE', KEY.task, ARG.ttl)
 end
 

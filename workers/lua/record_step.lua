@@ -70,6 +70,7 @@ if ARG.settle_field ~= '' then
 end
 -- Only a step that began counts back (an undecodable message's record never began).
 local running = 'running:' .. ARG.agent
+redis.call('HDEL', KEY.task, 'dequeued:' .. ARG.message_id)  -- a replay stops at 'handled' now
 if redis.call('HDEL', KEY.task, 'begun:' .. ARG.message_id) == 1
    and tonumber(redis.call('HGET', KEY.task, running) or '0') > 0 then
   redis.call('HINCRBY', KEY.task, running, -1)
