@@ -201,5 +201,5 @@ def test_the_users_app_serves_from_python_and_celery_finds_it_with_dash_a(
     assert outcome.ok, outcome.result
     assert outcome.pattern == "launch"
     triage = dispatcher.submit("Write the launch tweet", workflow="triage").wait(90)
-    assert triage.ok
+    assert triage.ok, triage.result
     assert dispatcher.handle(triage.task_id).trace()[0].agent == "router"
