@@ -116,7 +116,7 @@ def workers(
             raise RuntimeError(f"{dead[0].name} died:\n{dead[0].log_tail()}")
         return wanted <= dispatcher.consumed_queues(timeout=0.5)
 
-    wait_until(ready, timeout=60, what="agent workers")
+    wait_until(ready, timeout=120, what="agent workers")  # eleven processes starting at once
     yield started
     for worker in started:
         worker.stop()
