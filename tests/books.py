@@ -3,9 +3,10 @@
 A task is lost when it never reaches a finished status with nothing left running, or its
 result never reaches the producer. A task is doubled when one input message left two step
 records (board, trace and the `steps` total disagree), when its totals are not its steps'
-sums, when two deliveries of one message both called the model (the record script's
-`duplicates`), or when it counts tokens the provider never billed. The provider's side comes
-from the simulator's ledger (calls are tagged with the task id).
+sums, or when it counts tokens the provider never billed. Two deliveries of one message that
+both called the model (the record script's `duplicates`) are `paid_twice`: billed twice and
+counted twice, so the cost still equals the bill; only a crash makes those. The provider's
+side comes from the simulator's ledger (calls are tagged with the task id).
 
 A call the provider answered to a worker that was killed before it could record the answer is
 billed but on no task: `cut_off`. Only a crash makes those, at most one per message in flight.
@@ -43,6 +44,7 @@ class Row:
     review: int = 0
     lost: int = 0
     doubled: int = 0
+    paid_twice: int = 0
     cut_off: int = 0
     leaked: int = 0
 
@@ -129,6 +131,12 @@ def audit_task(
     reasons = doubling(handle, client, info, bill)
     if reasons:
         row.doubled = 1
+    duplicates = int(info.get("duplicates", 0))
+    if duplicates:
+        # Two deliveries of one message ran at once (a dead worker's message came back while
+        # its replayed hand-off was sent again) and both called the model: paid twice, and
+        # counted twice, so the task's cost still equals the provider's bill.
+        row.paid_twice = duplicates
     steps = handle.trace()
     counted = {name: int(info.get(name, 0)) for name in USAGE_FIELDS}
     paid = {name: int((bill or {}).get(name, 0)) for name in USAGE_FIELDS}
@@ -156,9 +164,6 @@ def doubling(
         reasons.append(
             "inputs, records, board, trace, steps total: {}, {}, {}, {}, {}".format(*counts)
         )
-    duplicates = int(info.get("duplicates", 0))
-    if duplicates:
-        reasons.append(f"{duplicates} duplicate step(s): two deliveries both called the model")
     spent = sum(s.cost_micro_usd for s in steps) + int(info.get("duplicate_cost_micro_usd", 0))
     if int(info.get("cost_micro_usd", 0)) != spent:
         reasons.append(f"cost_micro_usd {info.get('cost_micro_usd')} != steps' {spent}")

@@ -186,6 +186,7 @@ def test_kill_9_of_each_agent_types_worker_loses_nothing_in_any_pattern(
     redelivered = sum(len(held) for held in orphans.values())
     still_held = {h.tag for h in unacked(chaos_fleet.client())}
     cut_off = sum(row.cut_off for row in rows.values())
+    paid_twice = sum(row.paid_twice for row in rows.values())
     chaos_tables.append(
         table(
             f"kill -9 of each agent type's worker ({TASKS} tasks per pattern, "
@@ -213,6 +214,8 @@ def test_kill_9_of_each_agent_types_worker_loses_nothing_in_any_pattern(
     # A call answered to a worker that died before recording it is billed once, on no task;
     # at most one per message the dead workers held.
     assert cut_off <= redelivered
+    # Two copies of one message running at once both pay: only a redelivered message can.
+    assert paid_twice <= redelivered
     assert all(row.leaked == 0 for row in rows.values()), LEAKED[:5]
 
 

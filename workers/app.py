@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from workers import audit_watch, telemetry, tool_listing, transit
+from workers import audit_watch, results, telemetry, tool_listing, transit
 from workers.broker_options import celery_options, sentinel_options, wait_options
 from workers.loading import load_app
 from workers.registry import PRIORITY_LEVELS, Team
@@ -42,7 +42,8 @@ def celery_config(settings: Settings, team: Team) -> dict[str, Any]:
         # Chorus's kombu transport (the transit ledger, closed-channel guards): selected here,
         # so nothing in kombu is patched and other connections in the process stay plain.
         **celery_options(settings.redis_url),
-        "result_backend": settings.redis_url,
+        # Celery's Redis backend whose connections wait out a Redis restart (workers/results.py).
+        "result_backend": results.backend_url(settings.redis_url),
         # JSON only: pickle would let whoever can write to Redis run code on the workers.
         "task_serializer": "json",
         "result_serializer": "json",
