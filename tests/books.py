@@ -177,12 +177,12 @@ def doubling(
 def table(title: str, rows: Mapping[str, Row], notes: Iterable[str] = ()) -> list[str]:
     """The lines `make chaos` prints for one fault."""
     names = [f.name for f in fields(Row)]
-    lines = [title, f"  {'pattern':<12}" + "".join(f"{n:>9}" for n in names)]
+    lines = [title, f"  {'pattern':<12}" + "".join(f"{n:>11}" for n in names)]
     total = Row()
     for pattern, row in rows.items():
         total.add(row)
-        lines.append(f"  {pattern:<12}" + "".join(f"{getattr(row, n):>9}" for n in names))
-    lines.append(f"  {'all':<12}" + "".join(f"{getattr(total, n):>9}" for n in names))
+        lines.append(f"  {pattern:<12}" + "".join(f"{getattr(row, n):>11}" for n in names))
+    lines.append(f"  {'all':<12}" + "".join(f"{getattr(total, n):>11}" for n in names))
     lines.extend(f"  {note}" for note in notes)
     return lines
 
