@@ -17,7 +17,7 @@ from dispatcher.audit import parse_when
 from dispatcher.embedded import ManagedProcess, wait_until
 from messages import AgentMessage
 from messages.envelope import ID_MAX_LENGTH, NAME_MAX_LENGTH
-from tests.test_cli import chorus, with_db
+from tests.helpers import chorus, with_db
 from workers import keys
 from workers.audit_store import AuditStore, events, tasks
 from workers.auditor import Auditor, AuditorOptions, decode

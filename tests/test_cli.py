@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from dispatcher import Dispatcher
 from tests.conftest import TEST_API_KEY
-
-
-def chorus(
-    args: list[str], env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def with_db(env: dict[str, str], db: int) -> dict[str, str]:
-    """The same Redis server, another database: no worker listens there."""
-    return {**env, "CHORUS_REDIS_URL": env["CHORUS_REDIS_URL"].rsplit("/", 1)[0] + f"/{db}"}
+from tests.helpers import chorus, with_db
 
 
 def test_run_without_workers_fails_fast_and_names_the_command(stack_env: dict[str, str]) -> None:

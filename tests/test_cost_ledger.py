@@ -7,18 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher import Dispatcher
-from workers.models import DEFAULT_PRICES, Usage, cost_micro_usd
+from tests.helpers import billed_micro_usd
 
 Ledger = Callable[[str], dict[str, Any]]
 
 ERROR_CODES = {"model_error", "invalid_output"}
-
-
-def billed_micro_usd(report: dict[str, Any]) -> int:
-    return sum(
-        cost_micro_usd(Usage(**call["usage"]), DEFAULT_PRICES[call["model"]])
-        for call in report["calls"]
-    )
 
 
 def test_a_hundred_requests_under_provider_faults_all_end_and_cost_exactly_what_was_billed(

@@ -18,8 +18,7 @@ import redis
 from dispatcher import Dispatcher
 from dispatcher.embedded import ManagedProcess, start_simulator, start_worker, wait_until
 from messages import AgentMessage, MessageType
-from tests.test_cli import chorus, with_db
-from tests.test_cost_ledger import billed_micro_usd
+from tests.helpers import billed_micro_usd, chorus, with_db
 from workers import keys
 from workers.app import create_app
 from workers.registry import AGENTS

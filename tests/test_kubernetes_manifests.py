@@ -30,7 +30,7 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from dispatcher.embedded import ManagedProcess, wait_until
 from dispatcher.metrics import queue_lists
-from tests.test_deployment_files import command_problems, worker_agents
+from tests.deploy_checks import command_problems, worker_agents
 from workers import settings as settings_module
 from workers.registry import AGENTS, PRIORITY_LEVELS, get_agent
 from workers.settings import Settings
@@ -265,7 +265,7 @@ def test_an_agent_added_to_the_registry_without_manifests_is_reported() -> None:
 
 def test_every_container_command_exists() -> None:
     problems = {
-        f"{kind}/{c['name']}": command_problems(c["command"])
+        f"{kind}/{c['name']}": command_problems(c["command"], AGENTS)
         for kind, doc in pod_templates()
         for c in containers(doc)
         if c["image"].startswith("chorus:")

@@ -14,7 +14,7 @@ import redis
 from dispatcher import Dispatcher
 from dispatcher.embedded import ManagedProcess, free_port, wait_until
 from dispatcher.metrics import collect
-from tests.test_cli import with_db
+from tests.helpers import with_db
 from workers.app import create_app
 from workers.settings import Settings
 from workers.state import StepRecord, TaskState

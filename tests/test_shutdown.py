@@ -9,7 +9,7 @@ import redis
 
 from dispatcher import Dispatcher
 from dispatcher.embedded import start_simulator, start_worker, wait_until
-from tests.test_cli import with_db
+from tests.helpers import with_db
 from workers.app import create_app
 from workers.settings import Settings
 
