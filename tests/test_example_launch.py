@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import with_db
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "launch"
 CHORUS = str(Path(sys.executable).with_name("chorus"))
 
@@ -19,7 +21,7 @@ def test_the_launch_example_researches_checks_writes_delivers_and_merges(
     done = subprocess.run(
         [CHORUS, "-A", "launch_team", "run", "Chorus 2.0 ships on Monday", "--embedded", "--json"],
         cwd=EXAMPLE,
-        env={**stack_env, "LAUNCH_OUTBOX": str(outbox)},
+        env={**with_db(stack_env, 8), "LAUNCH_OUTBOX": str(outbox)},  # a database of its own
         capture_output=True,
         text=True,
         timeout=240,

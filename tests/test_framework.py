@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from dispatcher.embedded import ManagedProcess, node_name, wait_until
+from tests.helpers import with_db
 
 CHORUS = str(Path(sys.executable).with_name("chorus"))
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -71,6 +72,13 @@ pipeline = ["scout"]
 
 
 @pytest.fixture(scope="module")
+def app_env(stack_env: dict[str, str]) -> dict[str, str]:
+    """The session's Redis server, a database of this app's own: apps that share a database
+    share queue names (the session's seed workers consume `agent.router` in theirs)."""
+    return with_db(stack_env, 7)
+
+
+@pytest.fixture(scope="module")
 def user_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Somewhere that is not the repository, holding the user's module."""
     directory = tmp_path_factory.mktemp("user_project")
@@ -95,11 +103,11 @@ def chorus_json(user_dir: Path, env: dict[str, str], *args: str) -> dict[str, An
 
 
 def test_run_embedded_runs_the_users_workflow_with_its_own_agents(
-    user_dir: Path, stack_env: dict[str, str]
+    user_dir: Path, app_env: dict[str, str]
 ) -> None:
     document = chorus_json(
         user_dir,
-        stack_env,
+        app_env,
         "-A",
         "launch_team",
         "run",
@@ -123,10 +131,10 @@ def test_run_embedded_runs_the_users_workflow_with_its_own_agents(
     }
 
 
-def test_one_agent_alone_and_a_team_file(user_dir: Path, stack_env: dict[str, str]) -> None:
+def test_one_agent_alone_and_a_team_file(user_dir: Path, app_env: dict[str, str]) -> None:
     alone = chorus_json(
         user_dir,
-        stack_env,
+        app_env,
         "-A",
         "launch_team",
         "run",
@@ -137,16 +145,16 @@ def test_one_agent_alone_and_a_team_file(user_dir: Path, stack_env: dict[str, st
     )
     assert [step["agent"] for step in alone["steps"]] == ["scout"]
     assert set(alone["result"]) == {"facts", "angle"}
-    env = {**stack_env, "CHORUS_APP": str(user_dir / "team.toml")}
+    env = {**app_env, "CHORUS_APP": str(user_dir / "team.toml")}
     filed = chorus_json(user_dir, env, "run", "What ships?", "--embedded")
     assert filed["workflow"] == "solo"
     assert [step["agent"] for step in filed["steps"]] == ["scout"]
 
 
 @pytest.fixture
-def launch_workers(user_dir: Path, stack_env: dict[str, str], log_dir: Path) -> Iterator[None]:
+def launch_workers(user_dir: Path, app_env: dict[str, str], log_dir: Path) -> Iterator[None]:
     """`chorus -A launch_team worker --all` and `celery -A launch_team worker -Q agent.scout`."""
-    env = {**stack_env, "PYTHONPATH": str(user_dir)}
+    env = {**app_env, "PYTHONPATH": str(user_dir)}
     by_chorus = ManagedProcess(
         "launch-all",
         [CHORUS, "-A", "launch_team", "worker", "--all", "-c", "4"],
@@ -180,7 +188,7 @@ def launch_workers(user_dir: Path, stack_env: dict[str, str], log_dir: Path) -> 
 
 
 def test_the_users_app_serves_from_python_and_celery_finds_it_with_dash_a(
-    user_dir: Path, stack_env: dict[str, str], launch_workers: None
+    user_dir: Path, app_env: dict[str, str], launch_workers: None
 ) -> None:
     sys.path.insert(0, str(user_dir))
     try:
@@ -190,7 +198,7 @@ def test_the_users_app_serves_from_python_and_celery_finds_it_with_dash_a(
     from dispatcher import Dispatcher
     from workers.settings import Settings
 
-    dispatcher = Dispatcher(launch_team.app.using(Settings.from_env(stack_env)))
+    dispatcher = Dispatcher(launch_team.app.using(Settings.from_env(app_env)))
 
     def consumers_of_scout() -> int:
         replies = dispatcher.app.control.inspect(timeout=0.5).active_queues() or {}
