@@ -99,7 +99,7 @@ def test_several_worker_processes_writing_one_task_keep_consistent_totals(
         replies = dispatcher.app.control.ping(timeout=0.5) or []
         return sum(name.startswith("research.") for reply in replies for name in reply)
 
-    wait_until(lambda: research_processes() >= 3, timeout=30, what="three research processes")
+    wait_until(lambda: research_processes() >= 3, timeout=120, what="three research processes")
     aspects = [(f"angle{n}", f"Look at the shared board from angle {n}.") for n in range(9)]
     handle = dispatcher.submit("Assess the shared board", pattern="fanout", aspects=aspects)
     outcome = handle.wait(90)

@@ -69,7 +69,7 @@ def test_sim_takes_the_simulators_own_options(stack_env: dict[str, str], log_dir
             except OSError:
                 return False
 
-        wait_until(up, timeout=30, what="chorus sim on its --port")
+        wait_until(up, timeout=60, what="chorus sim on its --port")
     finally:
         sim.stop()
 

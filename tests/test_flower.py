@@ -97,7 +97,7 @@ def nodes(app: ChorusApp, workers: list[ManagedProcess]) -> dict[str, set[str]]:
         found.update(agent_nodes(app))
         return all(found.values())
 
-    wait_until(every_agent_has_a_node, timeout=30, what="every agent's worker to answer inspect")
+    wait_until(every_agent_has_a_node, timeout=90, what="every agent's worker to answer inspect")
     return found
 
 
@@ -145,7 +145,7 @@ def test_api_workers_lists_every_agent_worker(flower: Flower, nodes: dict[str, s
         listed.update(body if status == 200 and body else {})
         return all(agent_nodes & listed.keys() for agent_nodes in nodes.values())
 
-    wait_until(complete, timeout=30, what="/api/workers to list every agent worker")
+    wait_until(complete, timeout=90, what="/api/workers to list every agent worker")
     for name, agent_nodes in nodes.items():
         for node in agent_nodes & listed.keys():
             assert node.startswith(f"{name}.")

@@ -184,7 +184,7 @@ def make_fleet(stack_env: dict[str, str], log_dir: Path) -> Iterator[Callable[..
             replies = dispatcher.app.control.ping(timeout=0.5) or []
             return sum(name.startswith("summarizer.") for reply in replies for name in reply)
 
-        wait_until(lambda: consumers() >= processes, timeout=30, what="fleet workers")
+        wait_until(lambda: consumers() >= processes, timeout=120, what="fleet workers")
         return Fleet(dispatcher, url, workers)
 
     yield make

@@ -33,7 +33,7 @@ def exporter(stack_env: dict[str, str], log_dir: Path) -> Iterator[str]:
         except OSError:
             return False
 
-    wait_until(up, timeout=15, what="the metrics exporter")
+    wait_until(up, timeout=60, what="the metrics exporter")
     yield url
     process.stop()
 
@@ -114,7 +114,7 @@ def test_queue_length_counts_every_priority_sub_list(
     process = ManagedProcess(f"metrics-{port}", argv, env, log_dir)
     try:
         url = f"http://127.0.0.1:{port}/metrics"
-        wait_until(lambda: _answers(url), timeout=15, what="the metrics exporter")
+        wait_until(lambda: _answers(url), timeout=60, what="the metrics exporter")
         samples = scrape(url)
     finally:
         process.stop()

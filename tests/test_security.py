@@ -45,7 +45,7 @@ def test_the_fleet_runs_on_an_acl_user_without_dangerous_commands(
     try:
         dispatcher = Dispatcher(create_app(Settings.from_env(env)))
         wanted = {spec.queue for spec in AGENTS.values()}
-        wait_until(lambda: wanted <= dispatcher.consumed_queues(0.5), timeout=60, what="workers")
+        wait_until(lambda: wanted <= dispatcher.consumed_queues(0.5), timeout=120, what="workers")
         for pattern in ("route", "consensus"):
             outcome = dispatcher.submit("Summarize the ACL policy", pattern=pattern).wait(60)
             assert outcome.status in {"done", "needs_review"}, outcome

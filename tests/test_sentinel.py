@@ -230,7 +230,7 @@ def test_killing_the_primary_mid_run_loses_and_doubles_no_task(
     group, wait = failover.group, int(failover.env["CHORUS_REDIS_WAIT_REPLICAS"])
     dispatcher = Dispatcher(create_app(Settings.from_env(failover.env)))
     wanted = {spec.queue for spec in AGENTS.values()}
-    wait_until(lambda: wanted <= dispatcher.consumed_queues(0.5), timeout=60, what="workers")
+    wait_until(lambda: wanted <= dispatcher.consumed_queues(0.5), timeout=120, what="workers")
     latency = {n: script_latency_us(group, n) for n in (0, 1)}
     waits_before = wait_calls(group.primary_port)
 
