@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from chorus.errors import AppDefinitionError
 from messages.envelope import NAME_PATTERN
 from workers.app import ChorusApp
-from workers.blocks import Block, Workflow, agents_of
+from workers.blocks import Block, Workflow
 from workers.registry import AgentSpec, Team
 from workers.settings import Settings
 from workers.tasks import register_agent_task
@@ -155,6 +155,3 @@ class App(ChorusApp):
     def using(self, settings: Settings) -> ChorusApp:
         self.validate()
         return super().using(settings)
-
-    def agents_for(self, workflow: str) -> list[str]:
-        return agents_of(self.team.workflow(workflow).block)

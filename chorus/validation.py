@@ -106,11 +106,9 @@ def _complete_routers(app: App, routes: list[Route]) -> None:
         if existing is None:
             app.add_agent(spec)
         else:
-            app.team.agents[router] = replace(existing, **_changed(existing, spec))
-
-
-def _changed(old: AgentSpec, new: AgentSpec) -> dict[str, Any]:
-    return {"system_prompt": new.system_prompt, "output_model": new.output_model}
+            app.team.agents[router] = replace(
+                existing, system_prompt=spec.system_prompt, output_model=spec.output_model
+            )
 
 
 def route_decision_model(targets: tuple[str, ...]) -> type[RouteDecision]:

@@ -77,9 +77,3 @@ def _load(spec: str) -> ChorusApp:
         f"{where} holds no chorus.App: define `app = chorus.App(...)` there, or name it as "
         "module:attribute"
     )
-
-
-def register(spec: str, app: ChorusApp) -> None:
-    """Make `app` the one `spec` loads (an app built in code, e.g. by chorus.testing)."""
-    with _lock:
-        _loaded[spec] = app
