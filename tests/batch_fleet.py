@@ -24,6 +24,7 @@ from dispatcher.embedded import (
     start_redis,
     start_simulator,
     start_worker,
+    stop_all,
     wait_until,
 )
 from tests.conftest import TEST_API_KEY
@@ -157,8 +158,6 @@ def batch_fleet(
         fleet.wait_consuming(fleet.dispatcher(), workers)
         yield fleet
     finally:
-        for worker in fleet.workers:
-            if worker.alive():
-                worker.stop()
+        stop_all(fleet.workers)
         for process in reversed(fleet.processes):
             process.stop()

@@ -20,6 +20,7 @@ from dispatcher.embedded import (
     start_redis,
     start_simulator,
     start_worker,
+    stop_all,
     wait_until,
 )
 from workers.app import ChorusApp, create_app
@@ -118,8 +119,7 @@ def workers(
 
     wait_until(ready, timeout=120, what="agent workers")  # eleven processes starting at once
     yield started
-    for worker in started:
-        worker.stop()
+    stop_all(started)
 
 
 @pytest.fixture

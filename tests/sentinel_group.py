@@ -25,6 +25,7 @@ from dispatcher.embedded import (
     free_port,
     redis_server_binary,
     start_redis,
+    stop_all,
     wait_until,
 )
 
@@ -96,8 +97,7 @@ class SentinelGroup:
         return new
 
     def stop(self) -> None:
-        for process, _ in [*self.sentinels, *self.replicas]:
-            process.stop()
+        stop_all([process for process, _ in [*self.sentinels, *self.replicas]])
         self.primary.stop()
 
 

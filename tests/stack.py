@@ -18,7 +18,7 @@ from typing import Any, cast
 from redis import Redis
 
 from dispatcher import Dispatcher
-from dispatcher.embedded import ManagedProcess, start_redis, start_worker, wait_until
+from dispatcher.embedded import ManagedProcess, start_redis, start_worker, stop_all, wait_until
 from workers import keys
 from workers.app import create_app
 from workers.registry import get_agent
@@ -141,8 +141,7 @@ class Fleet:
 
     def stop_agent(self, agent: str) -> None:
         """A warm shutdown of `agent`'s workers (SIGTERM: finish, ack, exit)."""
-        for worker in self.live(agent):
-            worker.stop()
+        stop_all(self.live(agent))
 
     def restart_redis(self) -> None:
         """SIGTERM Redis (it flushes its append-only file and closes every connection), keep it
@@ -171,9 +170,7 @@ class Fleet:
         return self.logs().count("already handled")
 
     def stop(self) -> None:
-        for workers in self.workers.values():
-            for worker in workers:
-                worker.stop()
+        stop_all([w for workers in self.workers.values() for w in workers])
         self.redis.stop()
 
 

@@ -14,7 +14,7 @@ import redis
 
 from chorus.seed import ROUTER_TARGETS
 from dispatcher import Dispatcher
-from dispatcher.embedded import ManagedProcess, start_simulator, start_worker, wait_until
+from dispatcher.embedded import ManagedProcess, start_simulator, start_worker, stop_all, wait_until
 from messages import AgentMessage
 from workers import keys
 from workers.app import create_app
@@ -88,8 +88,7 @@ def more_researchers(stack_env: dict[str, str], log_dir: Path) -> Iterator[list[
     """Two more research worker processes beside the session's one."""
     extra = [start_worker(["research"], stack_env, log_dir, concurrency=4) for _ in range(2)]
     yield extra
-    for worker in extra:
-        worker.stop()
+    stop_all(extra)
 
 
 def test_several_worker_processes_writing_one_task_keep_consistent_totals(

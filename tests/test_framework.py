@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.embedded import ManagedProcess, node_name, wait_until
+from dispatcher.embedded import ManagedProcess, node_name, stop_all, wait_until
 from tests.helpers import with_db
 
 CHORUS = str(Path(sys.executable).with_name("chorus"))
@@ -183,8 +183,7 @@ def launch_workers(user_dir: Path, app_env: dict[str, str], log_dir: Path) -> It
         log_dir,
     )
     yield
-    for process in (by_chorus, by_celery):
-        process.stop()
+    stop_all([by_chorus, by_celery])
 
 
 def test_the_users_app_serves_from_python_and_celery_finds_it_with_dash_a(

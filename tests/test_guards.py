@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from dispatcher import Dispatcher
-from dispatcher.embedded import ManagedProcess, start_simulator, start_worker, wait_until
+from dispatcher.embedded import ManagedProcess, start_simulator, start_worker, stop_all, wait_until
 from messages import AgentMessage, MessageType
 from tests.helpers import billed_micro_usd, chorus, with_db
 from workers import keys
@@ -103,8 +103,7 @@ def test_a_finished_task_holds_nothing_back_and_its_budget_counts_what_was_bille
 def more_analysts(stack_env: dict[str, str], log_dir: Path) -> Iterator[list[ManagedProcess]]:
     extra = [start_worker(["analyst"], stack_env, log_dir, concurrency=8) for _ in range(2)]
     yield extra
-    for worker in extra:
-        worker.stop()
+    stop_all(extra)
 
 
 def test_fifty_concurrent_tasks_never_spend_past_their_budget(
@@ -188,8 +187,7 @@ def make_fleet(stack_env: dict[str, str], log_dir: Path) -> Iterator[Callable[..
         return Fleet(dispatcher, url, workers)
 
     yield make
-    for process in started:
-        process.stop()
+    stop_all(started)
 
 
 def test_the_retry_cap_stops_a_task_wide_retry_storm(make_fleet: Callable[..., Fleet]) -> None:

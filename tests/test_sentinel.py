@@ -26,6 +26,7 @@ from dispatcher.embedded import (
     ManagedProcess,
     start_simulator,
     start_worker,
+    stop_all,
     wait_until,
 )
 from messages import ChorusError
@@ -81,8 +82,7 @@ def failover(
     try:
         yield Failover(group, env, workers)
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)
         simulator.stop()
         group.stop()
 

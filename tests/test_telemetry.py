@@ -23,6 +23,7 @@ from dispatcher.embedded import (
     start_redis,
     start_simulator,
     start_worker,
+    stop_all,
     wait_until,
 )
 from tests.conftest import TEST_API_KEY
@@ -170,8 +171,7 @@ def fleet(traced_env: tuple[dict[str, str], Path]) -> Iterator[Dispatcher]:
             yield dispatcher
         finally:
             telemetry.shutdown()
-            for worker in workers:
-                worker.stop()
+            stop_all(workers)
 
 
 # -- what a task's trace must look like --------------------------------------------------
