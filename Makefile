@@ -33,8 +33,10 @@ browser:
 	          && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1)) \
 	  || echo "chromium not installed: the Flower browser test will be skipped"; }
 
-# Two processes (each with its own Redis, simulator and workers), a module's tests together.
-test: lint typecheck browser
+# The checks and chromium's install run side by side (apt waits on the network, mypy on a core);
+# then two processes (each with its own Redis, simulator and workers), a module's tests together.
+test:
+	$(MAKE) --no-print-directory -j3 -Otarget lint typecheck browser
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # The reliability suite at full size: 100 tasks per pattern and fault, figures printed at the end.

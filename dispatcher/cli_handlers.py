@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     echo = _stderr if args.json else print
     with ExitStack() as stack:
         if args.embedded:
-            embedded = stack.enter_context(EmbeddedStack(agents, echo=echo))
+            embedded = stack.enter_context(EmbeddedStack(agents, echo=echo, together=True))
             dispatcher = Dispatcher(create_app(Settings.from_env(embedded.env)))
             embedded.wait_ready(lambda: _consumes(dispatcher, agents))
         else:

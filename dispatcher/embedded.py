@@ -36,7 +36,8 @@ def free_port() -> int:
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout).ping())
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        return bool(client.ping())
     except (redis.RedisError, OSError, ValueError):
         return False
 
@@ -220,7 +221,10 @@ class EmbeddedStack:
     """Redis (reused if reachable), the simulator (unless an API key is set) and workers.
 
     `env` is the environment every child and the producer use; apply it with `os.environ.update`
-    or pass it to `Settings.from_env`.
+    or pass it to `Settings.from_env`. Workers are one process per agent, as in production, or
+    with `together` one process consuming every agent's queue: a one-shot run pays one
+    interpreter's start-up (a couple of CPU seconds, mostly importing the SDK) instead of one per
+    agent.
     """
 
     def __init__(
@@ -233,8 +237,10 @@ class EmbeddedStack:
         base_env: Mapping[str, str] | None = None,
         default_redis_url: str = DEFAULT_REDIS_URL,
         auditor: bool = True,
+        together: bool = False,
     ) -> None:
         self.agents = list(agents)
+        self.together = together
         self.auditor = auditor
         self.concurrency = concurrency
         self.latency = latency
@@ -282,12 +288,14 @@ class EmbeddedStack:
                 "(answers are simulated)"
             )
         self._stack.callback(lambda: stop_all(self.workers))
-        for name in self.agents:
-            worker = start_worker([name], self.env, self.log_dir, concurrency=self.concurrency)
+        groups = [self.agents] if self.together else [[name] for name in self.agents]
+        for group in filter(None, groups):
+            worker = start_worker(group, self.env, self.log_dir, concurrency=self.concurrency)
             self.workers.append(worker)
         if self.auditor:
             self.workers.append(start_auditor(self.env, self.log_dir))
-        self.echo(f"workers: one per agent ({', '.join(self.agents)}); logs in {self.log_dir}")
+        shape = "one for all agents" if self.together else "one per agent"
+        self.echo(f"workers: {shape} ({', '.join(self.agents)}); logs in {self.log_dir}")
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float = 60.0) -> None:
         def check() -> bool:

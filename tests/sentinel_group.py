@@ -69,7 +69,7 @@ class SentinelGroup:
     def ready(self) -> bool:
         """Every replica in sync and every Sentinel knowing them and the other Sentinels."""
         for _, port in self.replicas:
-            info = redis.Redis(port=port).info("replication")
+            info = redis.Redis(port=port, socket_timeout=2).info("replication")
             if info.get("master_link_status") != "up":
                 return False
         for index in range(len(self.sentinels)):
@@ -92,7 +92,7 @@ class SentinelGroup:
     def wait_promoted(self, old: Address, timeout: float = 30.0) -> Address:
         wait_until(lambda: self.master_address() != old, timeout=timeout, what="a promotion")
         new = self.master_address()
-        role = redis.Redis(host=new[0], port=new[1]).info("replication")["role"]
+        role = redis.Redis(host=new[0], port=new[1], socket_timeout=2).info("replication")["role"]
         assert role == "master", (new, role)
         return new
 
@@ -125,7 +125,9 @@ def start_sentinel_group(
         for _ in range(replicas):
             port = free_port()
             replicaof = ["--replicaof", "127.0.0.1", str(primary_port)]
-            process, _ = start_redis(folder, port, extra_args=replicaof)
+            own_dir = folder / f"replica-{port}"  # its own dump.rdb, not the primary's
+            own_dir.mkdir()
+            process, _ = start_redis(own_dir, port, extra_args=replicaof)
             group.replicas.append((process, port))
         quorum = sentinels // 2 + 1
         for _ in range(sentinels):

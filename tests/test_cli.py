@@ -77,6 +77,7 @@ def test_run_embedded_starts_and_stops_its_own_workers_and_simulator(
     assert done.returncode == 0, done.stderr
     check_document(json.loads(done.stdout))
     assert "using the local simulator" in done.stderr
+    assert "workers: one for all agents (router, " in done.stderr  # one interpreter to start
     after = chorus(["run", "Summarize this", "--json"], env, timeout=30)
     assert after.returncode == 2, "embedded workers must be gone after the run"
 
