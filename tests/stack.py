@@ -97,6 +97,8 @@ class Fleet:
     redis_port: int
     concurrency: int = 16
     workers: dict[str, list[ManagedProcess]] = field(default_factory=dict)
+    paused: dict[str, list[str]] = field(default_factory=dict)
+    """Agent -> the worker nodes that stopped consuming its queue (see `pause`)."""
 
     @property
     def url(self) -> str:
@@ -112,6 +114,39 @@ class Fleet:
         worker = start_worker([agent], self.env, self.log_dir, concurrency=self.concurrency)
         self.workers.setdefault(agent, []).append(worker)
         return worker
+
+    def start_together(self, agents: list[str]) -> ManagedProcess:
+        """One worker process consuming every queue of `agents` (paused and resumed per agent)."""
+        worker = start_worker(agents, self.env, self.log_dir, concurrency=self.concurrency)
+        for agent in agents:
+            self.workers.setdefault(agent, []).append(worker)
+        return worker
+
+    def pause(self, agent: str) -> None:
+        """No worker consumes `agent`'s queue any more, its processes keep running (Celery's
+        cancel_consumer): what sits on the queue stays there, as with its workers stopped."""
+        queue = queue_of(agent)
+        control = self.dispatcher().app.control
+        replies = control.inspect(timeout=1).active_queues() or {}
+        nodes = [
+            node for node, queues in replies.items() if any(q["name"] == queue for q in queues)
+        ]
+        assert nodes, f"nothing consumes {queue}"
+        self.paused[agent] = nodes
+        # With a destination, the reply waits for those nodes only, not the whole timeout.
+        control.cancel_consumer(queue, destination=nodes, reply=True, timeout=10)
+        wait_until(
+            lambda: queue not in self.dispatcher().consumed_queues(0.5),
+            timeout=60,
+            what=f"workers to stop consuming {queue}",
+        )
+
+    def resume(self, agent: str) -> None:
+        """The paused queue is consumed again (add_consumer), as by a worker just started."""
+        nodes = self.paused.pop(agent)
+        control = self.dispatcher().app.control
+        control.add_consumer(queue_of(agent), destination=nodes, reply=True, timeout=10)
+        self.wait_consuming([agent])
 
     def live(self, agent: str) -> list[ManagedProcess]:
         return [w for w in self.workers.get(agent, []) if w.alive()]
@@ -185,9 +220,11 @@ def fleet(
     agents: Iterable[str],
     *,
     concurrency: int = 16,
+    together: bool = False,
     **settings: str,
 ) -> Iterator[Fleet]:
-    """A fresh Redis in `data_dir` and one worker per agent in `agents`, all consuming.
+    """A fresh Redis in `data_dir` and one worker per agent in `agents` (with `together`, one
+    worker for all of them), all consuming.
 
     `settings` are CHORUS_* variables by their lower-case suffix (visibility_timeout="10").
     """
@@ -199,7 +236,9 @@ def fleet(
     running = Fleet(env, data_dir, server, port, concurrency)
     try:
         agents = list(agents)
-        for agent in agents:
+        if together:
+            running.start_together(agents)
+        for agent in [] if together else agents:
             running.start(agent)
         running.wait_consuming(agents)
         yield running

@@ -5,10 +5,12 @@ answer, an orchestrator's plan, a router's delegation) and died before the hand-
 message comes back (visibility timeout or transit ledger); the redelivered step finds its
 record and must send the hand-off it never sent, or the task stays `running` for good.
 
-Reproduced without a kill: the agent's worker is stopped, the test takes the message off its
-queue as a worker would, runs the step in this process up to its record (the runner, exactly
-as the worker runs it) and sends nothing on, as a worker that died there. Then the message is
-delivered a second time, byte for byte, and the agent's worker is started.
+Reproduced without a kill: the fleet stops consuming the agent's queue (Celery's
+cancel_consumer), the test takes the message off it as a worker would, runs the step in this
+process up to its record (the runner, exactly as the worker runs it) and sends nothing on, as a
+worker that died there. Then the message is delivered a second time, byte for byte, and the
+queue is consumed again (add_consumer), as by a replacement worker. One worker process serves
+every agent here, so the module starts one interpreter, not one per agent and restart.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def replay_fleet(
     tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]
 ) -> Iterator[Fleet]:
     """The agents of the four patterns on a Redis of their own, the session's simulator."""
-    with fleet(stack_env, tmp_path_factory.mktemp("replay"), AGENTS, concurrency=4) as running:
+    folder = tmp_path_factory.mktemp("replay")
+    with fleet(stack_env, folder, AGENTS, concurrency=8, together=True) as running:
         yield running
 
 
@@ -65,10 +68,10 @@ def replay_fleet(
 def died_after_recording(
     replay_fleet: Fleet, agent: str, submit: Callable[[], TaskHandle]
 ) -> Iterator[tuple[TaskHandle, Outcome]]:
-    """Submit with `agent`'s worker stopped; record its step here with no hand-off; deliver
-    the same message again and start the worker once the body has checked the state."""
+    """Submit with `agent`'s queue unconsumed; record its step here with no hand-off; deliver
+    the same message again and resume the queue once the body has checked the state."""
     client = replay_fleet.client()
-    replay_fleet.stop_agent(agent)
+    replay_fleet.pause(agent)
     handle = submit()
     key, element = take(client, queue_of(agent))
     _envelope, (args, kwargs, _embed) = decode_element(element)
@@ -84,8 +87,7 @@ def died_after_recording(
         yield handle, outcome
     finally:
         give_back(client, key, element)
-        replay_fleet.start(agent)
-        replay_fleet.wait_consuming([agent])
+        replay_fleet.resume(agent)
 
 
 def finish(replay_fleet: Fleet, handle: TaskHandle, agent: str) -> list[str]:
@@ -201,12 +203,11 @@ def test_a_hand_off_sent_twice_is_one_step(
     marker = "replay-twice-1b6d"
     script_model(marker, [DRAFT, REVISE, DRAFT, PASS])
     client = replay_fleet.client()
-    replay_fleet.stop_agent("critic")
+    replay_fleet.pause("critic")
     handle = replay_fleet.dispatcher().submit(f"{marker}: write the note", pattern="evaluate")
     key, element = take(client, queue_of("critic"))
     give_back(client, key, element)
-    replay_fleet.start("critic")
-    replay_fleet.wait_consuming(["critic"])
+    replay_fleet.resume("critic")
     first = sorted(finish(replay_fleet, handle, "critic"))
     books_exact(replay_fleet, handle, simulator_url)
     totals = handle.status()
