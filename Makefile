@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck browser bench chaos clean
+.PHONY: install demo test pytest lint typecheck browser bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,13 @@ browser:
 	          && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1)) \
 	  || echo "chromium not installed: the Flower browser test will be skipped"; }
 
-# The checks and chromium's install run side by side (apt waits on the network, mypy on a core);
-# then two processes (each with its own Redis, simulator and workers), a module's tests together.
+# The checks run beside the tests and chromium installs beside the venv (apt waits on the network,
+# ruff and mypy take a core for half a minute); any failure fails `make test`.
 test:
-	$(MAKE) --no-print-directory -j3 -Otarget lint typecheck browser
+	$(MAKE) --no-print-directory -j4 lint typecheck pytest
+
+# Two processes (each with its own Redis, simulator and workers), a module's tests together.
+pytest: install browser
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # The reliability suite at full size: 100 tasks per pattern and fault, figures printed at the end.
