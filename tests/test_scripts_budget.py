@@ -116,6 +116,20 @@ def test_the_first_hold_rides_in_begin_and_the_last_settlement_in_record(
     assert spent(client) == {"tokens": 40, "micro_usd": 50}
 
 
+def test_a_settlement_sent_again_after_its_reply_was_lost_is_not_spent_twice(
+    budget: TaskBudget, client: redis.Redis
+) -> None:
+    state = TaskState(client, ttl=60)
+    worst = hold(budget, "in-1:1")
+    state.begin_step(TASK, "in-1", "analyst", hold=budget.reserve_args(worst))
+    usage = Usage(input_tokens=30, output_tokens=10)
+    settlement = budget.settlement(Reservation(worst.task_id, worst.field, worst.price), usage)
+    recorded = step("in-1", 50)
+    for _ in range(2):  # the second: the client's retry of a call whose reply a restart lost
+        state.record_step(recorded, final_status=None, settle=settlement)
+    assert spent(client) == {"tokens": 40, "micro_usd": 50}
+
+
 def test_begin_refuses_a_first_call_that_does_not_fit(
     budget: TaskBudget, client: redis.Redis
 ) -> None:

@@ -151,6 +151,23 @@ def test_two_racing_deliveries_both_pay_but_store_one_step(
     assert metrics[b"steps|analyst|claude-haiku-5-5|ok"] == b"1"
 
 
+def test_the_same_call_sent_again_after_its_reply_was_lost_changes_nothing(
+    state: TaskState, client: redis.Redis
+) -> None:
+    """A Redis restart can drop the reply of a call that ran; the client sends it again. That
+    is not a second delivery: nothing is paid, counted, audited or settled twice."""
+    state.begin_step(TASK, "in-1", "analyst")
+    first = record(1, cost=5)
+    assert state.record_step(first, final_status=TaskStatus.DONE) is first
+    before = (info(state), client.hgetall(keys.METRICS), audit_kinds(client))
+
+    assert state.record_step(first, final_status=TaskStatus.DONE) == first
+
+    assert (info(state), client.hgetall(keys.METRICS), audit_kinds(client)) == before
+    assert "duplicates" not in info(state)
+    assert client.hlen(keys.board(TASK)) == client.xlen(keys.trace(TASK)) == 1
+
+
 # -- the outcome rides with the record ---------------------------------------------------------
 
 

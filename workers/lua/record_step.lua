@@ -46,7 +46,8 @@
 --   dead_letter       JSON of the step's dead letter (see lib/dead_letter.lua), '' for none
 --   dead_letter_maxlen  dead letters kept
 --
--- Returns nil when this call stored the record. A second delivery of the same message (two
+-- Returns nil when this call stored the record. The same call sent again (its reply was lost)
+-- changes nothing and gets its own record back. A second delivery of the same message (two
 -- deliveries raced and both called the model) gets the record stored first back; its calls
 -- were billed all the same, so their cost and tokens still count on the task (not its steps,
 -- not the board), `duplicates` says it happened, and its review or dead letter is dropped.
@@ -55,6 +56,14 @@
 --@include dead_letter
 --@include review
 --@include step_metrics
+
+local existing = redis.call('HGET', KEY.board, ARG.message_id)
+if existing == ARG.record then
+  -- This very call ran already (a record names its delivery's worker and times, so no other
+  -- delivery's is the same): its reply was lost to a Redis restart or failover and the client
+  -- sent it again. All it wrote stands; writing it again would settle and count twice.
+  return existing
+end
 
 local cfg = {stream = KEY.audit, maxlen = ARG.audit_maxlen, minid = ARG.audit_minid}
 local usage = {calls = ARG.attempts, input_tokens = ARG.input_tokens,
@@ -86,7 +95,6 @@ local function add_spend()
   count_usage(KEY.metrics, ARG.agent, model, usage)
 end
 
-local existing = redis.call('HGET', KEY.board, ARG.message_id)
 if existing then
   add_spend()
   redis.call('HINCRBY', KEY.task, 'duplicates', 1)
