@@ -133,6 +133,8 @@ class TaskHandle:
                 raise TaskTimeoutError(
                     self.task_id, timeout, self.status().get("status", "unknown")
                 ) from None
+            finally:
+                _stop_listening(result)
             if not isinstance(raw, dict):
                 raise ChorusError(f"task {self.task_id} ended without a message: {raw!r}")
             message = AgentMessage.from_dict(raw)
@@ -178,6 +180,18 @@ class TaskHandle:
             raw.extend(m for m in (step.input_message, step.message) if m)
         unique = {m["message_id"]: m for m in raw}
         return lineage_order([AgentMessage.from_dict(m) for m in unique.values()])
+
+
+def _stop_listening(result: Any) -> None:
+    """Leave the task's result channel now, in the waiting thread, while its Redis answers.
+
+    Celery leaves it when the result arrives; after a timeout it is left to
+    `AsyncResult.__del__`, which runs wherever the garbage collector runs, perhaps long after,
+    and against a Redis that has gone away retries for minutes in whatever thread that is.
+    """
+    backend, result.backend = result.backend, None  # nothing left for __del__ to do
+    if backend is not None:
+        backend.remove_pending_result(result)
 
 
 def lineage_order(messages: list[AgentMessage]) -> list[AgentMessage]:

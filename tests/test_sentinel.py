@@ -9,7 +9,9 @@ CHORUS_REDIS_WAIT_REPLICAS=1.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +59,23 @@ class Failover:
 
     def logs(self) -> str:
         return "\n".join(w.log_path.read_text(errors="replace") for w in self.workers)
+
+    def stacks(self) -> str:
+        """Every live worker's threads, as Celery prints them on SIGUSR1, for a stalled run."""
+        live = [w for w in self.workers if w.alive()]
+        before = {w.name: w.log_path.stat().st_size for w in live}
+        for worker in live:
+            worker.process.send_signal(signal.SIGUSR1)
+        with contextlib.suppress(RuntimeError):  # show what there is
+            wait_until(
+                lambda: all("MainThread" in w.log_tail(400) for w in live),
+                timeout=10,
+                what="the workers' stack dumps",
+            )
+        return "\n".join(
+            f"--- {w.name}\n{w.log_path.read_bytes()[before[w.name] :].decode(errors='replace')}"
+            for w in live
+        )
 
 
 @pytest.fixture
@@ -246,7 +265,10 @@ def test_killing_the_primary_mid_run_loses_and_doubles_no_task(
     killed = time.monotonic()
     new = group.wait_promoted(old)
     promoted = time.monotonic() - killed
-    wait_until(lambda: finished(handles) > done_at_kill, timeout=120, what="a task after the kill")
+    try:
+        wait_until(lambda: finished(handles) > done_at_kill, timeout=120, what="a task after kill")
+    except RuntimeError as stalled:
+        pytest.fail(f"{stalled}; the workers' threads then:\n{failover.stacks()}")
     resumed = time.monotonic() - killed
     with ThreadPoolExecutor(len(handles)) as pool:
         answered = sum(pool.map(answer, handles))
