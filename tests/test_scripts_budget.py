@@ -13,6 +13,8 @@ from messages.status import StepStatus
 from tests.private_redis import private_redis
 from workers import keys
 from workers.budget import BudgetExceededError, Hold, Reservation, TaskBudget
+from workers.claude import Reply
+from workers.journal import Journal
 from workers.models import Price, Usage
 from workers.state import StepRecord, TaskState
 
@@ -127,6 +129,19 @@ def test_a_settlement_sent_again_after_its_reply_was_lost_is_not_spent_twice(
     recorded = step("in-1", 50)
     for _ in range(2):  # the second: the client's retry of a call whose reply a restart lost
         state.record_step(recorded, final_status=None, settle=settlement)
+    assert spent(client) == {"tokens": 40, "micro_usd": 50}
+
+
+def test_a_tool_loop_turn_journaled_again_after_its_reply_was_lost_is_not_spent_twice(
+    budget: TaskBudget, client: redis.Redis
+) -> None:
+    journal = Journal(client, TASK, "in-1", ttl=60)
+    reservation = budget.reserve(hold(budget, "in-1:2"))
+    usage = Usage(input_tokens=30, output_tokens=10)
+    reply = Reply("m", '{"a": 1}', {"a": 1}, "end_turn", usage, 12.5, "req-1")
+    settlement = budget.settlement(reservation, usage)
+    for _ in range(2):  # the second: the client's retry of a call whose reply a restart lost
+        assert journal.save_turn(2, reply, settlement) == reply
     assert spent(client) == {"tokens": 40, "micro_usd": 50}
 
 

@@ -16,8 +16,12 @@
 --
 -- Returns nil when journaled, else the entry a concurrent delivery journaled first (this
 -- delivery's call was billed all the same, so its cost is settled either way).
+-- The same call sent again (a Redis restart lost its reply) finds its own entry and changes
+-- nothing: settling again would spend the turn twice.
 --@include budget
 
+local journaled = redis.call('HGET', KEY.journal, ARG.field)
+if journaled == ARG.entry then return journaled end
 if ARG.settle_field ~= '' then
   settle_budget(KEY.budget, ARG.settle_field, tonumber(ARG.settle_tokens),
                 tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl)
