@@ -238,8 +238,9 @@ def fleet(
         agents = list(agents)
         if together:
             running.start_together(agents)
-        for agent in [] if together else agents:
-            running.start(agent)
+        else:
+            for agent in agents:
+                running.start(agent)
         running.wait_consuming(agents)
         yield running
     finally:

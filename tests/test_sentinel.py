@@ -66,16 +66,17 @@ class Failover:
         before = {w.name: w.log_path.stat().st_size for w in live}
         for worker in live:
             worker.process.send_signal(signal.SIGUSR1)
+
+        def since(worker: ManagedProcess) -> str:
+            return worker.log_path.read_bytes()[before[worker.name] :].decode(errors="replace")
+
         with contextlib.suppress(RuntimeError):  # show what there is
             wait_until(
-                lambda: all("MainThread" in w.log_tail(400) for w in live),
+                lambda: all("MainThread" in since(w) for w in live),
                 timeout=10,
                 what="the workers' stack dumps",
             )
-        return "\n".join(
-            f"--- {w.name}\n{w.log_path.read_bytes()[before[w.name] :].decode(errors='replace')}"
-            for w in live
-        )
+        return "\n".join(f"--- {w.name}\n{since(w)}" for w in live)
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ if ARG.settle_field ~= '' then
   settle_budget(KEY.budget, ARG.settle_field, tonumber(ARG.settle_tokens),
                 tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl)
 end
-local stored = redis.call('HSETNX', KEY.journal, ARG.field, ARG.entry)
+if not journaled then redis.call('HSET', KEY.journal, ARG.field, ARG.entry) end
 redis.call('EXPIRE', KEY.journal, ARG.ttl)
-if stored == 1 then return nil end
-return redis.call('HGET', KEY.journal, ARG.field)
+return journaled  -- false (nil to the caller) when this call journaled the turn
