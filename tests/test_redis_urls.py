@@ -52,7 +52,7 @@ def test_broker_and_results_get_the_master_name_and_the_sentinels_password() -> 
     for options in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
         assert options["master_name"] == "prod"
         assert options["sentinel_kwargs"]["password"] == "pw"
-    assert type(app.backend).__name__ == "SentinelBackend"
+    assert type(app.backend).__name__ == "SentinelResultBackend"
     assert "pw" not in repr(settings)
     plain = create_app(Settings(redis_url="redis://127.0.0.1:6379/0")).conf
     assert "master_name" not in plain.broker_transport_options

@@ -78,6 +78,19 @@ class Failover:
             )
         return "\n".join(f"--- {w.name}\n{since(w)}" for w in live)
 
+    def broker(self, client: redis.Redis, handles: list[TaskHandle]) -> str:
+        """Where a stalled run's work is: the queues, the unacked and transit ledgers, who is
+        connected and blocked, and each unfinished task's counters."""
+        queues = {spec.queue: client.llen(spec.queue) for spec in AGENTS.values()}
+        clients = [c for c in client.client_list() if c.get("name") != "sentinel"]
+        unfinished = [h.status() for h in handles if h.status().get("status") not in FINISHED]
+        return (
+            f"queues {queues}; unacked {client.hlen(UNACKED)}; transit "
+            f"{client.hlen(keys.TRANSIT)}; clients "
+            f"{sorted((c.get('addr'), c.get('cmd')) for c in clients)};\n"
+            f"unfinished {unfinished}"
+        )
+
 
 @pytest.fixture
 def failover(
@@ -269,7 +282,9 @@ def test_killing_the_primary_mid_run_loses_and_doubles_no_task(
     try:
         wait_until(lambda: finished(handles) > done_at_kill, timeout=120, what="a task after kill")
     except RuntimeError as stalled:
-        pytest.fail(f"{stalled}; the workers' threads then:\n{failover.stacks()}")
+        client = redis.Redis(host=new[0], port=new[1], socket_timeout=2)
+        state = failover.broker(client, handles)
+        pytest.fail(f"{stalled}; broker: {state}\nthe workers' threads:\n{failover.stacks()}")
     resumed = time.monotonic() - killed
     with ThreadPoolExecutor(len(handles)) as pool:
         answered = sum(pool.map(answer, handles))

@@ -1,4 +1,5 @@
-"""Celery's Redis result backend, with connections that wait out a Redis restart.
+"""Celery's Redis result backends, with connections that wait out a Redis restart and no
+result subscription at send time.
 
 The stock backend retries storing a result (`result_backend_always_retry`), but not the chord
 bookkeeping a branch does when it finishes (`on_chord_part_return`): a connection error there,
@@ -7,8 +8,16 @@ is never sent, so the task stays `running` for good. With these connections ever
 the backend waits for Redis (backoff capped at 1 s, for CHORUS_REDIS_OUTAGE_SECONDS), as the
 state client does. The chord script is safe to repeat: a branch's result is a sorted-set member.
 
+Celery subscribes a producer to every task's result channel as it sends the task
+(`on_task_call`), in case it waits. A Chorus producer mostly does not, and the subscription
+outlives the send: the result object Celery leaves it to is dropped at once, so every submit
+paid a subscribe and an unsubscribe, and after a failover those replays ran through the
+result consumer's reconnect loop (minutes of retries against the dead primary). Waiting
+subscribes anyway (`AsyncResult.get` does, then reads the stored result), so nothing is
+missed.
+
 Selected by `result_backend = "workers.results:ResultBackend+redis://..."` (Celery's
-`backend+url` form), so nothing in Celery is patched.
+`backend+url` form; SentinelResultBackend for sentinel://), so nothing in Celery is patched.
 """
 
 from __future__ import annotations
@@ -16,11 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 BACKEND = "workers.results:ResultBackend"
+SENTINEL_BACKEND = "workers.results:SentinelResultBackend"
 
 
 class ResultBackend(RedisBackend):  # type: ignore[misc]
@@ -31,10 +41,22 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
         params.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError])
         return super()._create_client(**params)
 
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Subscribe when a caller waits, not when it sends (see the module docstring)."""
+
+
+class SentinelResultBackend(SentinelBackend):  # type: ignore[misc]
+    """Celery's Sentinel backend (its pool finds the primary again after a failover)."""
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Subscribe when a caller waits, not when it sends (see the module docstring)."""
+
 
 def backend_url(url: str) -> str:
-    """The result_backend setting for a Chorus URL: this backend for redis:// and rediss://,
-    Celery's own (its Sentinel backend) for anything else."""
+    """The result_backend setting for a Chorus URL: these backends for redis://, rediss://,
+    unix:// and sentinel://, Celery's own for anything else."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         return f"{BACKEND}+{url}"
+    if url.startswith("sentinel://"):
+        return f"{SENTINEL_BACKEND}+{url}"
     return url
