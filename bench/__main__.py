@@ -33,7 +33,7 @@ from celery import chain, group
 from bench import batches as batched_runs
 from bench import documents as shared_documents
 from bench import memory as redis_memory
-from bench import ratelimit, rawcelery
+from bench import ratelimit, rawcelery, startup
 from bench import tools as tool_loop
 from dispatcher import Dispatcher
 from dispatcher.embedded import (
@@ -63,6 +63,7 @@ PHASE_NAMES = (
     "documents",
     "memory",
     "batches",
+    "startup",
 )
 
 
@@ -617,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         ("documents", lambda: documents(bench)),
         ("memory", lambda: memory(100 if quick else 500)),
         ("batches", lambda: [Row(*r) for r in batched_runs.rows(bench.work, bench.db_url(), 20)]),
+        ("startup", lambda: [Row(*r) for r in startup.rows(bench.work, bench.db_url())]),
     ]
     try:
         for name, phase in phases:
