@@ -39,8 +39,9 @@ def budget(client: redis.Redis) -> TaskBudget:
 
 
 def spent(client: redis.Redis) -> dict[str, int]:
+    """The budget's totals and open holds (not the names of settlements already applied)."""
     raw = client.hgetall(keys.budget(TASK))
-    return {k.decode(): int(v.split(b":")[0]) for k, v in raw.items()}
+    return {k.decode(): int(v.split(b":")[0]) for k, v in raw.items() if not k.startswith(b"s:")}
 
 
 def hold(budget: TaskBudget, field: str, tokens: int = 100) -> Hold:
@@ -130,6 +131,24 @@ def test_a_settlement_sent_again_after_its_reply_was_lost_is_not_spent_twice(
     for _ in range(2):  # the second: the client's retry of a call whose reply a restart lost
         state.record_step(recorded, final_status=None, settle=settlement)
     assert spent(client) == {"tokens": 40, "micro_usd": 50}
+
+
+def test_a_settle_or_reserve_sent_again_after_its_reply_was_lost_settles_once(
+    budget: TaskBudget, client: redis.Redis
+) -> None:
+    """settle.lua on its own, and the settlement reserve.lua applies before its hold: the
+    client's retry of either, after a restart lost the reply, spends the call once."""
+    first = budget.reserve(hold(budget, "in-1:1"))
+    settlement = budget.settlement(first, Usage(input_tokens=30, output_tokens=10))
+    for _ in range(2):
+        budget.settle(settlement)
+    assert spent(client) == {"tokens": 40, "micro_usd": 50}
+
+    second = budget.reserve(hold(budget, "in-1:2"))
+    settled_first = budget.settlement(second, Usage(input_tokens=20))
+    for _ in range(2):
+        budget.reserve(hold(budget, "in-1:3"), settle_first=settled_first)
+    assert spent(client) == {"r:in-1:3": 100, "tokens": 40 + 20 + 100, "micro_usd": 50 + 20 + 163}
 
 
 def test_a_tool_loop_turn_journaled_again_after_its_reply_was_lost_is_not_spent_twice(

@@ -28,7 +28,15 @@ def lua_files() -> list[str]:
 
 
 def settle_args(**changes: object) -> dict[str, object]:
-    args = {"field": "m:1", "tokens": 1, "micro_usd": 1, "mode": "settle", "ttl": 60, **changes}
+    args = {
+        "field": "m:1",
+        "tokens": 1,
+        "micro_usd": 1,
+        "mode": "settle",
+        "ttl": 60,
+        "token": "s1",
+        **changes,
+    }
     return {name: value for name, value in args.items() if value is not DROP}
 
 

@@ -11,7 +11,9 @@ budgets cost no round trip of their own on the hot path.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -96,25 +98,28 @@ class Settlement:
     micro_usd: int
     mode: str
     """`settle` or `release` (SettleMode)."""
-
-    def args(self) -> list[Any]:
-        """Positional form, kept for callers of the old scripts' argument lists."""
-        return [self.field, self.tokens, self.micro_usd, self.mode]
-
-
-NO_SETTLEMENT = ["", 0, 0, ""]
-"""Positional 'nothing to settle first' (see Settlement.args)."""
+    token: str = dataclass_field(default_factory=lambda: uuid.uuid4().hex)
+    """This settlement's own name. It is applied once: a script sent again because a Redis
+    restart lost its reply finds the token and settles nothing twice, while another
+    delivery's settlement of the same call (its own token) still adds what it cost."""
 
 
 def settle_args(settlement: Settlement | None) -> dict[str, str | int]:
     """The settle_* ARGV of reserve.lua and record_step.lua ('' field: nothing to settle)."""
     if settlement is None:
-        return {"settle_field": "", "settle_tokens": 0, "settle_micro_usd": 0, "settle_mode": ""}
+        return {
+            "settle_field": "",
+            "settle_tokens": 0,
+            "settle_micro_usd": 0,
+            "settle_mode": "",
+            "settle_token": "",
+        }
     return {
         "settle_field": settlement.field,
         "settle_tokens": settlement.tokens,
         "settle_micro_usd": settlement.micro_usd,
         "settle_mode": settlement.mode,
+        "settle_token": settlement.token,
     }
 
 
@@ -214,6 +219,7 @@ class TaskBudget:
                 "micro_usd": settlement.micro_usd,
                 "mode": settlement.mode,
                 "ttl": self._ttl,
+                "token": settlement.token,
             },
         )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from workers.budget import (
     BUDGET_BYTES_PER_TOKEN,
-    NO_SETTLEMENT,
     PROMPT_OVERHEAD,
     BudgetExceededError,
     Hold,
@@ -28,7 +27,6 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "HEADER_NAMES",
     "MAX_SLEEP",
-    "NO_SETTLEMENT",
     "PROMPT_OVERHEAD",
     "BudgetExceededError",
     "FleetRateLimiter",

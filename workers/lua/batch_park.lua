@@ -26,6 +26,7 @@
 --   settle_tokens      what it cost in tokens
 --   settle_micro_usd   and micro-dollars,
 --   settle_mode        'settle' or 'release'
+--   settle_token       the settlement's own name (sent again, it settles nothing)
 --   hold_field         budget field of this attempt ('' holds nothing: begin_step held it)
 --   hold_tokens        its worst case in tokens
 --   hold_micro_usd     and in micro-dollars,
@@ -42,7 +43,7 @@
 
 if ARG.settle_field ~= '' then
   settle_budget(KEY.budget, ARG.settle_field, tonumber(ARG.settle_tokens),
-                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl)
+                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl, ARG.settle_token)
 end
 if ARG.settled_attempt ~= '0' then
   redis.call('HSET', KEY.step, 'settled:' .. ARG.settled_attempt, '1')

@@ -16,7 +16,7 @@
 
 for _, name in ipairs(redis.call('HKEYS', KEY.budget)) do
   if name ~= ARG.keep and string.sub(name, 1, #ARG.prefix) == ARG.prefix then
-    settle_budget(KEY.budget, string.sub(name, 3), 0, 0, 'release', ARG.ttl)
+    settle_budget(KEY.budget, string.sub(name, 3), 0, 0, 'release', ARG.ttl, '')
   end
 end
 return redis.call('HGETALL', KEY.journal)

@@ -13,6 +13,7 @@
 --   settle_tokens     what it cost in tokens
 --   settle_micro_usd  and micro-dollars,
 --   settle_mode       'settle'
+--   settle_token      the settlement's own name (sent again, it settles nothing)
 --
 -- Returns nil when journaled, else the entry a concurrent delivery journaled first (this
 -- delivery's call was billed all the same, so its cost is settled either way).
@@ -24,7 +25,7 @@ local journaled = redis.call('HGET', KEY.journal, ARG.field)
 if journaled == ARG.entry then return journaled end
 if ARG.settle_field ~= '' then
   settle_budget(KEY.budget, ARG.settle_field, tonumber(ARG.settle_tokens),
-                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl)
+                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl, ARG.settle_token)
 end
 if not journaled then redis.call('HSET', KEY.journal, ARG.field, ARG.entry) end
 redis.call('EXPIRE', KEY.journal, ARG.ttl)

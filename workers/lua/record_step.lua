@@ -40,6 +40,7 @@
 --   settle_tokens     what it cost in tokens
 --   settle_micro_usd  and micro-dollars,
 --   settle_mode       'settle' (it answered) or 'release' (it failed)
+--   settle_token      the settlement's own name (sent again, it settles nothing)
 --   review            '1' opens a human review (only for a task now in needs_review)
 --   review_score      when the review started waiting (seconds since the epoch)
 --   review_ttl        seconds the state of a task in review is kept
@@ -75,7 +76,7 @@ local model = ARG.model
 
 if ARG.settle_field ~= '' then
   settle_budget(KEY.budget, ARG.settle_field, tonumber(ARG.settle_tokens),
-                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl)
+                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl, ARG.settle_token)
 end
 -- Only a step that began counts back (an undecodable message's record never began).
 local running = 'running:' .. ARG.agent

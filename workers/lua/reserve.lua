@@ -15,13 +15,14 @@
 --   settle_tokens      what it cost in tokens
 --   settle_micro_usd   and micro-dollars,
 --   settle_mode        'settle' (it answered) or 'release' (it failed)
+--   settle_token       the settlement's own name (sent again, it settles nothing)
 --
 -- Returns nil when held, else {what, used, want, limit} and holds nothing.
 --@include budget
 
 if ARG.settle_field ~= '' then
   settle_budget(KEY.budget, ARG.settle_field, tonumber(ARG.settle_tokens),
-                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl)
+                tonumber(ARG.settle_micro_usd), ARG.settle_mode, ARG.ttl, ARG.settle_token)
 end
 return reserve_budget(KEY.task, KEY.budget, ARG.hold_field, tonumber(ARG.hold_tokens),
                       tonumber(ARG.hold_micro_usd), ARG.default_tokens, ARG.default_micro_usd,

@@ -8,8 +8,9 @@
 --   micro_usd   and in micro-dollars
 --   mode        'settle' (it answered) or 'release' (it failed)
 --   ttl         seconds the budget hash lives
+--   token       this settlement's own name: sent again, it settles nothing
 --@include budget
 
 settle_budget(KEY.budget, ARG.field, tonumber(ARG.tokens), tonumber(ARG.micro_usd), ARG.mode,
-              ARG.ttl)
+              ARG.ttl, ARG.token)
 return 1

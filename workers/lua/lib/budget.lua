@@ -5,6 +5,9 @@
 --   r:<field>           one outstanding hold, '<tokens>:<micro_usd>'; <field> is the input
 --                       message id and call number, so a redelivery re-running the same call
 --                       replaces the hold of the run that died instead of adding a second
+--   s:<token>           a settlement that was applied (its token is new for every
+--                       Settlement): the same call sent again, after a Redis restart lost its
+--                       reply, finds it and settles nothing twice
 
 local function parse_hold(value)
   if not value then return 0, 0 end
@@ -14,8 +17,10 @@ end
 
 -- Replace the hold `field` by what the call cost (mode 'settle') or by nothing ('release').
 -- What a call cost stays spent: a second delivery of the same message that paid for the same
--- call again adds its own cost, as the provider billed both.
-local function settle_budget(budget, field, tokens, usd, mode, ttl)
+-- call again adds its own cost, as the provider billed both. `token` ('' for none) names this
+-- settlement, which is applied once.
+local function settle_budget(budget, field, tokens, usd, mode, ttl, token)
+  if token ~= '' and redis.call('HSETNX', budget, 's:' .. token, '1') == 0 then return end
   local held_tokens, held_usd = parse_hold(redis.call('HGET', budget, 'r:' .. field))
   redis.call('HDEL', budget, 'r:' .. field)
   if mode ~= 'settle' then tokens, usd = 0, 0 end
