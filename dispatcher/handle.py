@@ -7,9 +7,13 @@ use one, so they import neither Celery nor the app. `Dispatcher` is a Reader tha
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 from messages import AgentMessage, ChorusError
 from messages.status import FINISHED
@@ -56,6 +60,10 @@ class Reader:
         from dispatcher.review import ReviewQueue
 
         return ReviewQueue(self.state, getattr(self, "app", None))
+
+
+RESULT_RETRY_SECONDS = 0.5
+"""Pause before waiting again on a result connection that lost Redis."""
 
 
 class TaskTimeoutError(ChorusError):
@@ -123,18 +131,7 @@ class TaskHandle:
         message = None if self._fresh else self._recorded_final()
         self._fresh = False
         if message is None:
-            from celery.exceptions import TimeoutError as CeleryTimeout
-            from celery.result import AsyncResult
-
-            result = AsyncResult(self.task_id, app=self._dispatcher.app)
-            try:
-                raw = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
-            except CeleryTimeout:
-                raise TaskTimeoutError(
-                    self.task_id, timeout, self.status().get("status", "unknown")
-                ) from None
-            finally:
-                _stop_listening(result)
+            raw = self._result(timeout)
             if not isinstance(raw, dict):
                 raise ChorusError(f"task {self.task_id} ended without a message: {raw!r}")
             message = AgentMessage.from_dict(raw)
@@ -151,6 +148,34 @@ class TaskHandle:
             cache_read_input_tokens=int(info.get("cache_read_input_tokens", 0)),
             retries=int(info.get("retries", 0)),
         )
+
+    def _result(self, timeout: float) -> Any:
+        """The task's Celery result, waited for up to `timeout` across result connections that
+        lost Redis (each reconnect is one attempt: workers/results.py)."""
+        from celery.exceptions import TimeoutError as CeleryTimeout
+        from celery.result import AsyncResult
+
+        deadline = time.monotonic() + timeout
+        while True:
+            result = AsyncResult(self.task_id, app=self._dispatcher.app)
+            try:
+                left = max(0.0, deadline - time.monotonic())
+                return result.get(timeout=left, propagate=False, disable_sync_subtasks=False)
+            except CeleryTimeout:
+                break
+            except (redis.RedisError, RuntimeError) as exc:
+                if not _lost_redis(exc):
+                    raise
+                if time.monotonic() + RESULT_RETRY_SECONDS >= deadline:
+                    break
+                time.sleep(RESULT_RETRY_SECONDS)
+            finally:
+                _stop_listening(result)
+        try:
+            status = self.status().get("status", "unknown")
+        except redis.RedisError:
+            status = "unknown (Redis does not answer)"
+        raise TaskTimeoutError(self.task_id, timeout, status)
 
     def _recorded_final(self) -> AgentMessage | None:
         info = self._info()
@@ -182,16 +207,23 @@ class TaskHandle:
         return lineage_order([AgentMessage.from_dict(m) for m in unique.values()])
 
 
+def _lost_redis(exc: BaseException) -> bool:
+    """A result connection that lost Redis: a redis error, or Celery's "must be restarted"
+    RuntimeError raised from one when its reconnect failed."""
+    return isinstance(exc, redis.RedisError) or isinstance(exc.__cause__, redis.RedisError)
+
+
 def _stop_listening(result: Any) -> None:
     """Leave the task's result channel now, in the waiting thread, while its Redis answers.
 
     Celery leaves it when the result arrives; after a timeout it is left to
-    `AsyncResult.__del__`, which runs wherever the garbage collector runs, perhaps long after,
-    and against a Redis that has gone away retries for minutes in whatever thread that is.
+    `AsyncResult.__del__`, which runs wherever the garbage collector runs, perhaps long after.
+    On a connection that lost Redis there is nothing to leave: the next one subscribes afresh.
     """
     backend, result.backend = result.backend, None  # nothing left for __del__ to do
     if backend is not None:
-        backend.remove_pending_result(result)
+        with contextlib.suppress(redis.RedisError, RuntimeError):
+            backend.remove_pending_result(result)
 
 
 def lineage_order(messages: list[AgentMessage]) -> list[AgentMessage]:

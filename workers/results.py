@@ -16,6 +16,13 @@ result consumer's reconnect loop (minutes of retries against the dead primary). 
 subscribes anyway (`AsyncResult.get` does, then reads the stored result), so nothing is
 missed.
 
+A lost result connection is re-made once per error (`ResultConsumer._reconnect`), not in
+Celery's retry loop: that loop (20 tries, each calling a client that itself waits for Redis)
+made a reconnect wait up to 20 times CHORUS_REDIS_OUTAGE_SECONDS, in whatever thread the
+garbage collector ran an `AsyncResult.__del__` in (seen: a producer stalled 929 s after a
+Sentinel failover, and a test process for minutes after its Redis was gone). `TaskHandle.wait`
+goes on waiting, to its own timeout, across a reconnect that failed.
+
 Selected by `result_backend = "workers.results:ResultBackend+redis://..."` (Celery's
 `backend+url` form; SentinelResultBackend for sentinel://), so nothing in Celery is patched.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from celery.backends import redis as celery_redis
 from celery.backends.redis import RedisBackend, SentinelBackend
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -33,7 +41,15 @@ BACKEND = "workers.results:ResultBackend"
 SENTINEL_BACKEND = "workers.results:SentinelResultBackend"
 
 
+class ResultConsumer(celery_redis.ResultConsumer):  # type: ignore[misc]
+    def _reconnect(self) -> None:
+        """One attempt (see the module docstring); a failure reaches the caller."""
+        self._reconnect_pubsub()
+
+
 class ResultBackend(RedisBackend):  # type: ignore[misc]
+    ResultConsumer = ResultConsumer
+
     def _create_client(self, **params: Any) -> Any:
         settings = getattr(self.app, "settings", None)
         attempts = max(1, int(getattr(settings, "redis_outage_seconds", 30)))
@@ -47,6 +63,8 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
 
 class SentinelResultBackend(SentinelBackend):  # type: ignore[misc]
     """Celery's Sentinel backend (its pool finds the primary again after a failover)."""
+
+    ResultConsumer = ResultConsumer
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Subscribe when a caller waits, not when it sends (see the module docstring)."""
