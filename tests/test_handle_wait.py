@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -87,10 +88,6 @@ def outage_dispatcher(url: str) -> Dispatcher:
     return Dispatcher(create_app(Settings.from_env(env)))
 
 
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
-
-
 def test_a_wait_outlasts_an_outage_longer_than_its_connections_ride_out(tmp_path: Path) -> None:
     process, url = start_redis(tmp_path)
     dispatcher = outage_dispatcher(url)
@@ -113,7 +110,7 @@ def test_a_wait_outlasts_an_outage_longer_than_its_connections_ride_out(tmp_path
     process.stop()
     time.sleep(3)  # the outage: three times what the result connection rides out
     (tmp_path / "again").mkdir()
-    again, _ = start_redis(tmp_path / "again", port_of(url))
+    again, _ = start_redis(tmp_path / "again", urlsplit(url).port)
     try:
         final = AgentMessage.root(recipient="analyst", payload={"text": "done"})
         dispatcher.app.backend.store_result(handle.task_id, final.to_dict(), "SUCCESS")

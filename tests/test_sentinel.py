@@ -83,7 +83,8 @@ class Failover:
         connected and blocked, and each unfinished task's counters."""
         queues = {spec.queue: client.llen(spec.queue) for spec in AGENTS.values()}
         clients = [c for c in client.client_list() if c.get("name") != "sentinel"]
-        unfinished = [h.status() for h in handles if h.status().get("status") not in FINISHED]
+        statuses = [h.status() for h in handles]
+        unfinished = [s for s in statuses if s.get("status") not in FINISHED]
         return (
             f"queues {queues}; unacked {client.hlen(UNACKED)}; transit "
             f"{client.hlen(keys.TRANSIT)}; clients "

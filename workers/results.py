@@ -9,12 +9,9 @@ the backend waits for Redis (backoff capped at 1 s, for CHORUS_REDIS_OUTAGE_SECO
 state client does. The chord script is safe to repeat: a branch's result is a sorted-set member.
 
 Celery subscribes a producer to every task's result channel as it sends the task
-(`on_task_call`), in case it waits. A Chorus producer mostly does not, and the subscription
-outlives the send: the result object Celery leaves it to is dropped at once, so every submit
-paid a subscribe and an unsubscribe, and after a failover those replays ran through the
-result consumer's reconnect loop (minutes of retries against the dead primary). Waiting
-subscribes anyway (`AsyncResult.get` does, then reads the stored result), so nothing is
-missed.
+(`on_task_call`), in case it waits. A Chorus producer mostly does not, and the result object
+is dropped at once, so every submit paid a subscribe and an unsubscribe. Waiting subscribes
+anyway (`AsyncResult.get` does, then reads the stored result), so nothing is missed.
 
 A lost result connection is re-made once per error (`ResultConsumer._reconnect`), not in
 Celery's retry loop: that loop (20 tries, each calling a client that itself waits for Redis)
@@ -47,9 +44,16 @@ class ResultConsumer(celery_redis.ResultConsumer):  # type: ignore[misc]
         self._reconnect_pubsub()
 
 
-class ResultBackend(RedisBackend):  # type: ignore[misc]
+class _ChorusResults:
+    """What both Chorus backends change in Celery's: the consumer, and no send-time subscribe."""
+
     ResultConsumer = ResultConsumer
 
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Subscribe when a caller waits, not when it sends (see the module docstring)."""
+
+
+class ResultBackend(_ChorusResults, RedisBackend):  # type: ignore[misc]
     def _create_client(self, **params: Any) -> Any:
         settings = getattr(self.app, "settings", None)
         attempts = max(1, int(getattr(settings, "redis_outage_seconds", 30)))
@@ -57,17 +61,9 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
         params.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError])
         return super()._create_client(**params)
 
-    def on_task_call(self, producer: Any, task_id: str) -> None:
-        """Subscribe when a caller waits, not when it sends (see the module docstring)."""
 
-
-class SentinelResultBackend(SentinelBackend):  # type: ignore[misc]
+class SentinelResultBackend(_ChorusResults, SentinelBackend):  # type: ignore[misc]
     """Celery's Sentinel backend (its pool finds the primary again after a failover)."""
-
-    ResultConsumer = ResultConsumer
-
-    def on_task_call(self, producer: Any, task_id: str) -> None:
-        """Subscribe when a caller waits, not when it sends (see the module docstring)."""
 
 
 def backend_url(url: str) -> str:
